@@ -1,0 +1,32 @@
+//! The core actors, one per file. None of them knows NATS or processes.
+
+mod block_watcher;
+mod proof_matcher;
+mod prover_pool;
+mod prover_worker;
+mod step_collector;
+
+pub use block_watcher::{BlockWatcher, WatcherConfig};
+pub use proof_matcher::{MatchBook, ProofMatcher};
+pub use prover_pool::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
+pub use prover_worker::{ProverWorker, RunJob};
+pub use step_collector::StepCollector;
+
+use actix::Recipient;
+
+use crate::edges::JobSource;
+use crate::messages::Inbound;
+
+/// Forwards every delivery of `source` to `consumer`, one at a time: the next
+/// is pulled only once the consumer took the last, so a slow consumer slows
+/// the source instead of growing a queue.
+pub fn pump(mut source: Box<dyn JobSource>, consumer: Recipient<Inbound>) {
+    actix::spawn(async move {
+        while let Some(delivery) = source.next().await {
+            if consumer.send(Inbound(delivery)).await.is_err() {
+                tracing::debug!("consumer stopped; source pump ends");
+                break;
+            }
+        }
+    });
+}

@@ -1,0 +1,58 @@
+//! One prover slot: runs one job at a time through a [`JobRunner`].
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::edges::{JobFailure, JobRunner};
+
+/// Runs the job `id` on `input`; answers with the output bytes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<u8>, JobFailure>")]
+pub struct RunJob {
+    /// The job's message id (for logs and job file names).
+    pub id: String,
+    /// The input payload, byte for byte.
+    pub input: Vec<u8>,
+}
+
+/// A worker owned by the [`super::ProverPool`]. It exists as an actor of its
+/// own so that a crash in one job takes down only this worker, which the pool
+/// notices (closed mailbox) and replaces.
+pub struct ProverWorker {
+    slot: usize,
+    runner: Arc<dyn JobRunner>,
+}
+
+impl ProverWorker {
+    /// Worker number `slot` of its pool, running jobs with `runner`.
+    pub fn new(slot: usize, runner: Arc<dyn JobRunner>) -> Self {
+        Self { slot, runner }
+    }
+}
+
+impl Actor for ProverWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        tracing::debug!(slot = self.slot, "prover worker started");
+    }
+}
+
+impl Handler<RunJob> for ProverWorker {
+    type Result = ResponseActFuture<Self, Result<Vec<u8>, JobFailure>>;
+
+    fn handle(&mut self, job: RunJob, _ctx: &mut Self::Context) -> Self::Result {
+        let runner = self.runner.clone();
+        let work = async move { runner.run(&job.id, &job.input).await };
+        Box::pin(work.into_actor(self).map(|result, act, ctx| {
+            if let Err(failure) = &result
+                && failure.needs_new_worker()
+            {
+                tracing::warn!(slot = act.slot, %failure, "prover worker retires after this failure");
+                ctx.stop();
+            }
+            result
+        }))
+    }
+}

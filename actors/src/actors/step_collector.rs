@@ -1,0 +1,137 @@
+//! The `Match` strategy: groups step proofs by `group_id` and emits each
+//! complete group as one JSON array, ready for the aggregator.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::edges::{AckHandle, Publisher};
+use crate::messages::{Envelope, Inbound, StepProof, queues};
+
+/// Completed group ids remembered to ignore late duplicates.
+const DONE_WINDOW: usize = 10_000;
+
+/// One group being collected: its steps by task id, and the acks of the
+/// messages that carried them. Acks are held until the group is published,
+/// so a crash before that redelivers the steps instead of losing them.
+#[derive(Default)]
+struct Group {
+    steps: BTreeMap<String, serde_json::Value>,
+    acks: Vec<Box<dyn AckHandle>>,
+}
+
+/// Collects `num_inputs` step proofs per `group_id` (duplicates by `task_id`
+/// ignored) and publishes each complete group once.
+pub struct StepCollector {
+    num_inputs: usize,
+    publisher: Arc<dyn Publisher>,
+    output_queue: String,
+    groups: HashMap<String, Group>,
+    done: HashSet<String>,
+    done_order: VecDeque<String>,
+}
+
+impl StepCollector {
+    /// A collector emitting a group once it holds `num_inputs` distinct steps.
+    pub fn new(num_inputs: usize, publisher: Arc<dyn Publisher>) -> Self {
+        Self {
+            num_inputs: num_inputs.max(1),
+            publisher,
+            output_queue: queues::COLLECTED_STEP_PROOFS.to_owned(),
+            groups: HashMap::new(),
+            done: HashSet::new(),
+            done_order: VecDeque::new(),
+        }
+    }
+
+    /// Publishes groups to `queue` instead of the default.
+    pub fn with_output(mut self, queue: impl Into<String>) -> Self {
+        self.output_queue = queue.into();
+        self
+    }
+
+    fn mark_done(&mut self, group: String) {
+        if self.done_order.len() == DONE_WINDOW
+            && let Some(old) = self.done_order.pop_front()
+        {
+            self.done.remove(&old);
+        }
+        self.done.insert(group.clone());
+        self.done_order.push_back(group);
+    }
+}
+
+impl Actor for StepCollector {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for StepCollector {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, Inbound(delivery): Inbound, _ctx: &mut Self::Context) -> Self::Result {
+        let parsed = serde_json::from_slice::<StepProof>(&delivery.payload);
+        let step = match parsed {
+            Ok(step) => step,
+            Err(e) => {
+                let reason = format!("not a step proof ({e}); expected {{\"data\",\"task_id\",\"group_id\"}}");
+                tracing::warn!(id = %delivery.id, %reason, "malformed step proof dead-lettered");
+                return settle_now(self, async move { delivery.ack.reject(&reason).await });
+            }
+        };
+        let key = step.group_id.to_string();
+        let group = self.groups.entry(key.clone()).or_default();
+        if self.done.contains(&key) || group.steps.contains_key(&step.task_id) {
+            tracing::debug!(group = %key, task = %step.task_id, "duplicate step proof ignored");
+            if group.steps.is_empty() {
+                self.groups.remove(&key);
+            }
+            return settle_now(self, async move { delivery.ack.ack().await });
+        }
+        let raw: serde_json::Value = serde_json::from_slice(&delivery.payload).expect("parsed above");
+        group.steps.insert(step.task_id, raw);
+        group.acks.push(delivery.ack);
+        if group.steps.len() < self.num_inputs {
+            return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
+        }
+
+        let group = self.groups.remove(&key).expect("group present");
+        let payload = serde_json::to_vec(&group.steps.values().collect::<Vec<_>>()).expect("steps serialize");
+        let publisher = self.publisher.clone();
+        let output = self.output_queue.clone();
+        let id = format!("group-{key}");
+        let work = async move {
+            let published = publisher.publish(&output, Envelope::new(id, payload)).await;
+            for ack in &group.acks {
+                let settled = match &published {
+                    Ok(()) => ack.ack().await,
+                    Err(_) => ack.nak(std::time::Duration::from_secs(1)).await,
+                };
+                if let Err(error) = settled {
+                    tracing::warn!(%error, "could not settle a step proof");
+                }
+            }
+            published
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(move |published, collector, _| match published {
+            Ok(()) => {
+                tracing::info!(group = %key, steps = collector.num_inputs, "step proofs collected");
+                collector.mark_done(key);
+            }
+            Err(error) => tracing::warn!(group = %key, %error, "could not publish a collected group; its steps will be redelivered"),
+        })))
+    }
+}
+
+/// Settles a delivery without touching the collector's state.
+fn settle_now<F>(collector: &StepCollector, settle: F) -> AtomicResponse<StepCollector, ()>
+where
+    F: std::future::Future<Output = Result<(), crate::edges::EdgeError>> + 'static,
+{
+    let work = async move {
+        if let Err(error) = settle.await {
+            tracing::warn!(%error, "could not settle a step proof");
+        }
+    };
+    AtomicResponse::new(Box::pin(work.into_actor(collector)))
+}

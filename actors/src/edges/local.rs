@@ -1,0 +1,206 @@
+//! The in-process bus that standalone mode wires the actors through.
+//!
+//! It behaves like the JetStream setup of role mode, so the actors cannot tell
+//! the difference: named queues, consumer groups (each group gets every
+//! message of its queues; members of one group would share them), ids that
+//! deduplicate publishes, naks that redeliver after a delay, and rejects that
+//! go to the dead-letter queue.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use super::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
+use crate::messages::{DeadLetter, Envelope, queues};
+
+/// How many recent ids per queue are remembered for deduplication.
+const DEDUPE_WINDOW: usize = 100_000;
+
+/// A message waiting in a group's queue.
+#[derive(Debug, Clone)]
+struct Queued {
+    queue: String,
+    id: String,
+    payload: Arc<[u8]>,
+    attempt: u32,
+}
+
+/// The in-process bus. Cheap to clone; clones share the queues.
+#[derive(Clone, Default)]
+pub struct LocalBus {
+    state: Arc<Mutex<BusState>>,
+}
+
+#[derive(Default)]
+struct BusState {
+    /// Queue name → the groups subscribed to it.
+    subscribers: HashMap<String, Vec<mpsc::UnboundedSender<Queued>>>,
+    /// Queue name → recently published ids.
+    seen: HashMap<String, RecentIds>,
+}
+
+#[derive(Default)]
+struct RecentIds {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    /// Remembers `id`; false if it was already there.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() == DEDUPE_WINDOW
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        self.ids.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}
+
+impl LocalBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new consumer group reading `queues`. It sees every message published
+    /// to them from now on. Subscribe every consumer before starting the
+    /// producers, as nothing is replayed.
+    pub fn subscribe(&self, queues: &[&str]) -> LocalSource {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = self.state.lock().expect("bus lock");
+        for queue in queues {
+            state.subscribers.entry((*queue).to_owned()).or_default().push(tx.clone());
+        }
+        LocalSource { rx, tx, bus: self.clone() }
+    }
+}
+
+#[async_trait]
+impl Publisher for LocalBus {
+    async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
+        let mut state = self.state.lock().expect("bus lock");
+        if !state.seen.entry(queue.to_owned()).or_default().insert(&message.id) {
+            tracing::debug!(queue, id = %message.id, "duplicate publish ignored");
+            return Ok(());
+        }
+        let payload: Arc<[u8]> = message.payload.into();
+        for group in state.subscribers.get(queue).into_iter().flatten() {
+            let queued = Queued {
+                queue: queue.to_owned(),
+                id: message.id.clone(),
+                payload: payload.clone(),
+                attempt: 1,
+            };
+            // A closed group has shut down; the others still get the message.
+            let _ = group.send(queued);
+        }
+        Ok(())
+    }
+}
+
+/// One consumer group's view of the bus.
+pub struct LocalSource {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    tx: mpsc::UnboundedSender<Queued>,
+    bus: LocalBus,
+}
+
+#[async_trait]
+impl JobSource for LocalSource {
+    async fn next(&mut self) -> Option<Delivery> {
+        let queued = self.rx.recv().await?;
+        Some(Delivery {
+            queue: queued.queue.clone(),
+            id: queued.id.clone(),
+            payload: queued.payload.to_vec(),
+            attempt: queued.attempt,
+            ack: Box::new(LocalAck { queued, redeliver: self.tx.clone(), bus: self.bus.clone() }),
+        })
+    }
+}
+
+/// Settles a local delivery: a nak puts it back after the delay.
+struct LocalAck {
+    queued: Queued,
+    redeliver: mpsc::UnboundedSender<Queued>,
+    bus: LocalBus,
+}
+
+#[async_trait]
+impl AckHandle for LocalAck {
+    async fn ack(&self) -> Result<(), EdgeError> {
+        Ok(())
+    }
+
+    async fn nak(&self, delay: Duration) -> Result<(), EdgeError> {
+        let mut again = self.queued.clone();
+        again.attempt += 1;
+        let redeliver = self.redeliver.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = redeliver.send(again);
+        });
+        Ok(())
+    }
+
+    async fn in_progress(&self) -> Result<(), EdgeError> {
+        Ok(())
+    }
+
+    async fn reject(&self, reason: &str) -> Result<(), EdgeError> {
+        let letter = DeadLetter {
+            queue: self.queued.queue.clone(),
+            id: self.queued.id.clone(),
+            attempts: self.queued.attempt,
+            error: reason.to_owned(),
+            payload: String::from_utf8_lossy(&self.queued.payload).into_owned(),
+        };
+        let payload = serde_json::to_vec(&letter).expect("dead letter serializes");
+        let id = format!("{}:{}", self.queued.queue, self.queued.id);
+        self.bus.publish(queues::DEAD_LETTER, Envelope::new(id, payload)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn groups_fan_out_and_ids_dedupe() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe(&["blocks"]);
+        let mut b = bus.subscribe(&["blocks", "block_proofs"]);
+        bus.publish("blocks", Envelope::block(1)).await.unwrap();
+        bus.publish("blocks", Envelope::block(1)).await.unwrap();
+        bus.publish("block_proofs", Envelope::new("p1", "{}")).await.unwrap();
+        assert_eq!(a.next().await.unwrap().id, "block-1");
+        assert_eq!(b.next().await.unwrap().id, "block-1");
+        let proof = b.next().await.unwrap();
+        assert_eq!((proof.queue.as_str(), proof.id.as_str()), ("block_proofs", "p1"));
+        assert!(a.rx.try_recv().is_err(), "duplicate id was delivered twice");
+    }
+
+    #[tokio::test]
+    async fn nak_redelivers_with_next_attempt_and_reject_dead_letters() {
+        let bus = LocalBus::new();
+        let mut jobs = bus.subscribe(&["blocks"]);
+        let mut dead = bus.subscribe(&[queues::DEAD_LETTER]);
+        bus.publish("blocks", Envelope::block(5)).await.unwrap();
+        let first = jobs.next().await.unwrap();
+        first.ack.nak(Duration::from_millis(10)).await.unwrap();
+        let second = jobs.next().await.unwrap();
+        assert_eq!((second.id.as_str(), second.attempt), ("block-5", 2));
+        second.ack.reject("exit 1").await.unwrap();
+        let letter: DeadLetter = serde_json::from_slice(&dead.next().await.unwrap().payload).unwrap();
+        assert_eq!((letter.payload.as_str(), letter.attempts, letter.error.as_str()), ("5", 2, "exit 1"));
+    }
+}

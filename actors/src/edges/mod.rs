@@ -1,0 +1,179 @@
+//! The edges: the only places that touch the outside world.
+//!
+//! Core actors hold these traits, never a NATS client, an HTTP client or a
+//! process handle, so a test can hand them fakes and the distributed mode can
+//! swap the in-process bus for JetStream without touching an actor.
+
+pub mod local;
+pub mod process;
+pub mod rpc;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::messages::Envelope;
+
+/// A failure at an edge: a queue, the chain RPC.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum EdgeError {
+    /// Publishing to a queue failed; the message was not stored.
+    #[error("publishing {id} to {queue} failed: {reason}")]
+    Publish {
+        /// Logical queue name.
+        queue: String,
+        /// Message id.
+        id: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Acknowledging a delivery failed; the message will be redelivered.
+    #[error("acknowledging {id} failed: {reason}")]
+    Ack {
+        /// Message id.
+        id: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The Ethereum RPC did not answer as expected.
+    #[error("Ethereum RPC {url}: {reason}")]
+    Rpc {
+        /// The endpoint (without credentials).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How a consumer settles one delivery. Every delivery carries one, so the
+/// actor that finishes the work decides its fate, whatever the transport.
+#[async_trait]
+pub trait AckHandle: Send + Sync {
+    /// Done: never deliver again.
+    async fn ack(&self) -> Result<(), EdgeError>;
+    /// Failed this time: deliver again after `delay`, counting an attempt.
+    async fn nak(&self, delay: Duration) -> Result<(), EdgeError>;
+    /// Still working on it: do not redeliver yet (long proofs).
+    async fn in_progress(&self) -> Result<(), EdgeError>;
+    /// Failed for good: send the payload and `reason` to the dead-letter
+    /// queue, then never deliver again.
+    async fn reject(&self, reason: &str) -> Result<(), EdgeError>;
+}
+
+/// One message from a source, with what the consumer needs to settle it.
+pub struct Delivery {
+    /// The logical queue it came from (`blocks`, `steps`, ...).
+    pub queue: String,
+    /// Its message id, stable across redeliveries.
+    pub id: String,
+    /// Its payload, byte for byte.
+    pub payload: Vec<u8>,
+    /// Which delivery this is, starting at 1.
+    pub attempt: u32,
+    /// Settles the message at its source.
+    pub ack: Box<dyn AckHandle>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("queue", &self.queue)
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// A stream of deliveries that a consumer pulls one at a time, so a busy
+/// consumer takes no more work than it can start.
+#[async_trait]
+pub trait JobSource: Send {
+    /// The next delivery; `None` once the source is closed for good.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// Publishes messages to logical queues. `Ok` means stored: a consumer will
+/// see it. Publishing the same id twice stores it once.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publish `message` to `queue`.
+    async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError>;
+}
+
+/// Reads the chain's finalized head.
+#[async_trait]
+pub trait ChainHead: Send + Sync {
+    /// The number of the latest finalized block.
+    async fn finalized_block(&self) -> Result<u64, EdgeError>;
+}
+
+/// Why one run of a prover failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum JobFailure {
+    /// The binary could not be started.
+    #[error("could not start prover {binary}: {reason}")]
+    Spawn {
+        /// The binary path.
+        binary: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The prover exited with a non-zero code.
+    #[error("prover exited with code {code}; stderr: {stderr}")]
+    Exit {
+        /// Its exit code.
+        code: i32,
+        /// The tail of its stderr.
+        stderr: String,
+    },
+    /// The prover was killed by a signal (out of memory, killed by hand, ...).
+    #[error("prover was killed by signal {signal}; stderr: {stderr}")]
+    Killed {
+        /// The signal number.
+        signal: i32,
+        /// The tail of its stderr.
+        stderr: String,
+    },
+    /// The prover ran past the job timeout and was killed with its children.
+    #[error("prover ran past the job timeout of {}s and was killed", *millis as f64 / 1000.0)]
+    Timeout {
+        /// The timeout, in milliseconds.
+        millis: u64,
+    },
+    /// The prover exited 0 but wrote no output file.
+    #[error("prover exited 0 but wrote no output file")]
+    MissingOutput,
+    /// The prover's output is not what the contract asks for.
+    #[error("prover output is invalid: {reason}")]
+    InvalidOutput {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The worker running the job stopped (crash or panic) before answering.
+    #[error("the worker running this job stopped before it finished")]
+    WorkerLost,
+    /// Local I/O around the job failed (work directory, input file).
+    #[error("job I/O failed: {reason}")]
+    Io {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl JobFailure {
+    /// Whether the worker that saw this failure should be replaced: a child
+    /// killed by a signal often means the host or device is in a bad state.
+    pub fn needs_new_worker(&self) -> bool {
+        matches!(self, JobFailure::Killed { .. } | JobFailure::WorkerLost)
+    }
+}
+
+/// Runs one job: input bytes in, output bytes out. The real one runs a prover
+/// binary as a child process ([`process::ProcessRunner`]).
+#[async_trait]
+pub trait JobRunner: Send + Sync {
+    /// Run the job `id` on `input`.
+    async fn run(&self, id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure>;
+}

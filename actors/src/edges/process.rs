@@ -1,0 +1,287 @@
+//! The child-process edge: runs a prover binary for one job, following the
+//! contract `BINARY --input-path IN.json --output-path OUT.json`.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+
+use super::{JobFailure, JobRunner};
+
+/// How much of a prover's stderr is kept for the failure message.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// Process groups of running provers, so shutdown can kill them all.
+static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Why a prover binary cannot be used at all. Reported once, at start.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BinaryError {
+    /// Nothing at that path, or not on `PATH`.
+    #[error("prover binary {0} not found: set --binary / BINARY to an executable file")]
+    NotFound(String),
+    /// A file, but without execute permission.
+    #[error("prover binary {0} is not executable: run `chmod +x {0}` or point --binary / BINARY elsewhere")]
+    NotExecutable(String),
+}
+
+/// Runs a prover binary as a child process, one per job.
+///
+/// Exec, never a shell; each child leads its own process group so a timeout or
+/// shutdown kills the prover's own children too.
+#[derive(Debug)]
+pub struct ProcessRunner {
+    binary: PathBuf,
+    work_dir: PathBuf,
+    timeout: Duration,
+    envs: Vec<(String, String)>,
+    runs: AtomicU64,
+}
+
+impl ProcessRunner {
+    /// A runner for `binary` (a path, or a name looked up on `PATH`) that
+    /// keeps job files under `work_dir` and kills a job after `timeout`.
+    pub fn new(binary: &Path, work_dir: PathBuf, timeout: Duration) -> Result<Self, BinaryError> {
+        let binary = resolve_binary(binary)?;
+        Ok(Self { binary, work_dir, timeout, envs: Vec::new(), runs: AtomicU64::new(0) })
+    }
+
+    /// Extra environment for every child, on top of the orchestrator's own.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// The resolved binary path.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    async fn run_in(&self, dir: &Path, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
+        let input_path = dir.join("input.json");
+        let output_path = dir.join("output.json");
+        tokio::fs::write(&input_path, input).await.map_err(|e| io_failure(&input_path, e))?;
+
+        let mut child = Command::new(&self.binary)
+            .arg("--input-path")
+            .arg(&input_path)
+            .arg("--output-path")
+            .arg(&output_path)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| JobFailure::Spawn { binary: self.binary.display().to_string(), reason: e.to_string() })?;
+        let _group = child.id().map(|pid| GroupGuard::register(pid as i32));
+        let stdout = tokio::spawn(read_tail(child.stdout.take()));
+        let stderr = tokio::spawn(read_tail(child.stderr.take()));
+
+        let status = tokio::time::timeout(self.timeout, child.wait()).await;
+        // Whatever happened, the prover's own children must not outlive it.
+        drop(_group);
+        let stderr = stderr.await.unwrap_or_default();
+        let stdout = stdout.await.unwrap_or_default();
+        if !stdout.is_empty() {
+            tracing::debug!(stdout = %stdout, "prover stdout");
+        }
+
+        let status = match status {
+            Err(_) => return Err(JobFailure::Timeout { millis: self.timeout.as_millis() as u64 }),
+            Ok(status) => status.map_err(|e| JobFailure::Io { reason: format!("waiting for the prover: {e}") })?,
+        };
+        if let Some(signal) = status.signal() {
+            return Err(JobFailure::Killed { signal, stderr });
+        }
+        if !status.success() {
+            return Err(JobFailure::Exit { code: status.code().unwrap_or(-1), stderr });
+        }
+        let output = match tokio::fs::read(&output_path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(JobFailure::MissingOutput),
+            Err(e) => return Err(io_failure(&output_path, e)),
+        };
+        serde_json::from_slice::<serde::de::IgnoredAny>(&output)
+            .map_err(|e| JobFailure::InvalidOutput { reason: format!("not JSON ({e})") })?;
+        Ok(output)
+    }
+}
+
+#[async_trait]
+impl JobRunner for ProcessRunner {
+    async fn run(&self, id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        let safe_id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let dir = self.work_dir.join(format!("{safe_id}.{}.{run}", std::process::id()));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_failure(&dir, e))?;
+        let result = self.run_in(&dir, input).await;
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove job directory");
+        }
+        result
+    }
+}
+
+/// Kills every prover process group still running. Called at shutdown, after
+/// the actors stopped, so nothing a prover started outlives the orchestrator.
+pub fn kill_all_provers() {
+    let groups: Vec<i32> = LIVE_GROUPS.lock().expect("group lock").iter().flatten().copied().collect();
+    for pgid in groups {
+        kill_group(pgid);
+    }
+}
+
+/// Kills a prover's process group when dropped: on exit, timeout, or when the
+/// job's future is dropped at shutdown.
+struct GroupGuard(i32);
+
+impl GroupGuard {
+    fn register(pgid: i32) -> Self {
+        LIVE_GROUPS.lock().expect("group lock").get_or_insert_with(HashSet::new).insert(pgid);
+        Self(pgid)
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+        if let Some(groups) = LIVE_GROUPS.lock().expect("group lock").as_mut() {
+            groups.remove(&self.0);
+        }
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; pgid is a
+    // group this process created for a child, and the call has no memory effects.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// Reads a pipe to its end, keeping the last [`STDERR_TAIL_BYTES`] bytes.
+async fn read_tail(pipe: Option<impl AsyncRead + Unpin>) -> String {
+    let Some(mut pipe) = pipe else { return String::new() };
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A grandchild that escaped the group may hold the pipe open: stop waiting.
+    let read = async {
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > STDERR_TAIL_BYTES * 2 {
+                tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let start = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+    String::from_utf8_lossy(&tail[start..]).trim().to_owned()
+}
+
+fn io_failure(path: &Path, e: std::io::Error) -> JobFailure {
+    JobFailure::Io { reason: format!("{}: {e}", path.display()) }
+}
+
+/// Finds `binary` as a path or on `PATH`, and checks it can be executed.
+fn resolve_binary(binary: &Path) -> Result<PathBuf, BinaryError> {
+    let shown = binary.display().to_string();
+    let candidate = if binary.components().count() > 1 || binary.is_absolute() {
+        Some(binary.to_path_buf())
+    } else {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|p| p.is_file()))
+    };
+    let path = candidate.filter(|p| p.is_file()).ok_or_else(|| BinaryError::NotFound(shown.clone()))?;
+    let mode = path.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o111 == 0 {
+        return Err(BinaryError::NotExecutable(shown));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn runner(dir: &Path, body: &str, timeout_ms: u64) -> ProcessRunner {
+        let bin = script(dir, "prover.sh", body);
+        ProcessRunner::new(&bin, dir.join("work"), Duration::from_millis(timeout_ms)).unwrap()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("orch-process-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn contract_input_is_passed_byte_for_byte() {
+        let dir = temp_dir("ok");
+        let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
+        assert_eq!(r.run("block-1", b"23839700").await.unwrap(), b"23839700");
+        assert!(std::fs::read_dir(dir.join("work")).unwrap().next().is_none(), "job dir left behind");
+    }
+
+    #[tokio::test]
+    async fn exit_codes_signals_and_output_map_to_failures() {
+        let dir = temp_dir("fail");
+        let exit = runner(&dir, "echo boom >&2; exit 3", 5000).run("j", b"1").await.unwrap_err();
+        assert_eq!(exit, JobFailure::Exit { code: 3, stderr: "boom".into() });
+        let killed = runner(&dir, "kill -9 $$", 5000).run("j", b"1").await.unwrap_err();
+        assert!(matches!(killed, JobFailure::Killed { signal: 9, .. }), "{killed:?}");
+        assert!(killed.needs_new_worker());
+        let missing = runner(&dir, "exit 0", 5000).run("j", b"1").await.unwrap_err();
+        assert_eq!(missing, JobFailure::MissingOutput);
+        let invalid = runner(&dir, r#"echo '{oops' > "$4""#, 5000).run("j", b"1").await.unwrap_err();
+        assert!(matches!(invalid, JobFailure::InvalidOutput { .. }), "{invalid:?}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let dir = temp_dir("timeout");
+        let pidfile = dir.join("grandchild.pid");
+        let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let failure = runner(&dir, &body, 500).run("j", b"1").await.unwrap_err();
+        assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true);
+        assert!(!alive || zombie, "grandchild {pid} outlived the timeout");
+    }
+
+    #[test]
+    fn unusable_binaries_are_refused_at_start() {
+        let dir = temp_dir("bins");
+        let missing = ProcessRunner::new(&dir.join("nope"), dir.clone(), Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(missing, BinaryError::NotFound(_)));
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let not_exec = ProcessRunner::new(&plain, dir.clone(), Duration::from_secs(1)).unwrap_err();
+        assert!(not_exec.to_string().contains("chmod +x"), "{not_exec}");
+        assert!(ProcessRunner::new(Path::new("sh"), dir, Duration::from_secs(1)).is_ok());
+    }
+}

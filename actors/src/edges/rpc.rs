@@ -1,0 +1,64 @@
+//! The Ethereum JSON-RPC edge: reads the finalized head with alloy.
+
+use alloy_eips::BlockNumberOrTag;
+use alloy_provider::{DynProvider, Provider, ProviderBuilder};
+use async_trait::async_trait;
+use url::Url;
+
+use super::{ChainHead, EdgeError};
+
+/// The chain as seen through one JSON-RPC endpoint.
+///
+/// Only reads the finalized block, so it carries no fillers or signers.
+pub struct RpcChain {
+    provider: DynProvider,
+    /// The endpoint with any credentials removed, for logs and errors.
+    shown_url: String,
+}
+
+impl RpcChain {
+    /// A reader for `url` (http or https). Fails only on a malformed URL;
+    /// an unreachable node shows up later, as a retried [`EdgeError::Rpc`].
+    pub fn new(url: &str) -> Result<Self, EdgeError> {
+        let parsed = Url::parse(url).map_err(|e| EdgeError::Rpc {
+            url: redact(url),
+            reason: format!("not a valid URL ({e}); expected e.g. http://127.0.0.1:8545"),
+        })?;
+        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(parsed).erased();
+        Ok(Self { provider, shown_url: redact(url) })
+    }
+}
+
+#[async_trait]
+impl ChainHead for RpcChain {
+    async fn finalized_block(&self) -> Result<u64, EdgeError> {
+        let rpc_error = |reason: String| EdgeError::Rpc { url: self.shown_url.clone(), reason };
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Finalized)
+            .await
+            .map_err(|e| rpc_error(e.to_string()))?
+            .ok_or_else(|| rpc_error("the node has no finalized block yet".into()))?;
+        Ok(block.header.number)
+    }
+}
+
+/// Only the scheme, host and port of `url`: providers put API keys in the
+/// user info, the path or the query, and logs must not show them.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(parsed) => parsed.origin().ascii_serialization(),
+        Err(_) => "<unparsable url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_drops_credentials_and_keys() {
+        assert_eq!(redact("https://user:secret@rpc.example/v1?key=abc"), "https://rpc.example");
+        assert!(RpcChain::new("not a url").is_err());
+    }
+}
