@@ -1,0 +1,131 @@
+//! ProverPool and ProverWorker at the actor level: fake runners, local bus.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::Actor;
+use common::{ScriptedRunner, Step, assert_quiet, next_within};
+use orchestrator_actors::actors::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
+use orchestrator_actors::backoff::Backoff;
+use orchestrator_actors::edges::local::{LocalBus, LocalSource};
+use orchestrator_actors::edges::{JobFailure, Publisher};
+use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
+
+fn config(workers: usize, multiple_output: bool) -> PoolConfig {
+    let quick = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
+    PoolConfig {
+        name: "test-prover".into(),
+        workers,
+        max_attempts: 3,
+        retry: quick,
+        restart: quick,
+        progress_interval: Duration::from_millis(50),
+        routes: vec![Route { input: queues::BLOCKS.into(), output: queues::BLOCK_PROOFS.into(), multiple_output }],
+    }
+}
+
+struct Harness {
+    bus: LocalBus,
+    proofs: LocalSource,
+    dead: LocalSource,
+    pool: actix::Addr<ProverPool>,
+}
+
+fn start(runner: Arc<ScriptedRunner>, config: PoolConfig) -> Harness {
+    let bus = LocalBus::new();
+    let jobs = bus.subscribe(&[queues::BLOCKS]);
+    let proofs = bus.subscribe(&[queues::BLOCK_PROOFS]);
+    let dead = bus.subscribe(&[queues::DEAD_LETTER]);
+    let pool = ProverPool::new(config, runner, Box::new(jobs), Arc::new(bus.clone())).start();
+    Harness { bus, proofs, dead, pool }
+}
+
+async fn announce(bus: &LocalBus, blocks: impl IntoIterator<Item = u64>) {
+    for block in blocks {
+        bus.publish(queues::BLOCKS, Envelope::block(block)).await.unwrap();
+    }
+}
+
+async fn stats(h: &Harness) -> WorkerStats {
+    h.pool.send(PoolStatus).await.unwrap()
+}
+
+#[actix_rt::test]
+async fn replaces_a_worker_that_panicked() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Panic, Step::Echo]));
+    let mut h = start(runner.clone(), config(1, false));
+    announce(&h.bus, [7]).await;
+    let proof = next_within(&mut h.proofs, 10).await;
+    assert_eq!((proof.id.as_str(), proof.payload.as_slice()), ("test-prover:block-7", b"7".as_slice()));
+    let stats = stats(&h).await;
+    assert_eq!((stats.restarts, stats.live, stats.proved, stats.retried), (1, 1, 1, 1));
+    assert_eq!(runner.calls.load(Ordering::SeqCst), 2);
+}
+
+#[actix_rt::test]
+async fn replaces_a_worker_whose_child_was_killed() {
+    let killed = JobFailure::Killed { signal: 9, stderr: String::new() };
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(killed), Step::Echo]));
+    let mut h = start(runner, config(1, false));
+    announce(&h.bus, [8]).await;
+    assert_eq!(next_within(&mut h.proofs, 10).await.payload, b"8");
+    let stats = stats(&h).await;
+    assert_eq!((stats.restarts, stats.live), (1, 1));
+}
+
+#[actix_rt::test]
+async fn failing_job_is_retried_then_dead_lettered_and_the_pool_goes_on() {
+    let exit = JobFailure::Exit { code: 1, stderr: "out of cheese".into() };
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(exit.clone()), Step::Fail(exit.clone()), Step::Fail(exit), Step::Echo]));
+    let mut h = start(runner.clone(), config(1, false));
+    announce(&h.bus, [1]).await;
+    let letter: DeadLetter = serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
+    assert_eq!((letter.payload.as_str(), letter.attempts), ("1", 3));
+    assert!(letter.error.contains("out of cheese"), "{}", letter.error);
+    assert_quiet(&mut h.proofs).await;
+
+    announce(&h.bus, [2]).await;
+    assert_eq!(next_within(&mut h.proofs, 10).await.payload, b"2");
+    let stats = stats(&h).await;
+    assert_eq!((stats.retried, stats.failed, stats.proved, stats.restarts), (2, 1, 1, 0));
+}
+
+#[actix_rt::test]
+async fn multiple_output_publishes_each_element_with_its_own_id() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(r#"[{"step":0},{"step":1},{"step":2}]"#)]));
+    let mut h = start(runner, config(1, true));
+    announce(&h.bus, [5]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let part = next_within(&mut h.proofs, 10).await;
+        assert_eq!(part.payload, format!(r#"{{"step":{i}}}"#).into_bytes());
+        ids.push(part.id);
+    }
+    assert_eq!(ids, ["test-prover:block-5:0", "test-prover:block-5:1", "test-prover:block-5:2"]);
+}
+
+#[actix_rt::test]
+async fn multiple_output_that_is_not_an_array_is_a_failure() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(r#"{"block":1}"#)]));
+    let mut h = start(runner, config(1, true));
+    announce(&h.bus, [1]).await;
+    let letter: DeadLetter = serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
+    assert!(letter.error.contains("must be a JSON array"), "{}", letter.error);
+}
+
+#[actix_rt::test]
+async fn runs_one_job_per_worker_at_a_time() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Slow(Duration::from_millis(150))]));
+    let mut h = start(runner.clone(), config(2, false));
+    announce(&h.bus, 1..=6).await;
+    let mut proved: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..6 {
+        proved.push(next_within(&mut h.proofs, 10).await.payload);
+    }
+    proved.sort();
+    assert_eq!(proved, (1..=6).map(|b: u64| b.to_string().into_bytes()).collect::<Vec<_>>());
+    assert_eq!(runner.max_running.load(Ordering::SeqCst), 2);
+}

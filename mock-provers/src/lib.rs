@@ -1,0 +1,138 @@
+//! What the mock prover binaries share: their settings ([`Knobs`]), the
+//! simulated proving work, the block proof shape and the `main` plumbing, so
+//! that `mock-prover` and `mock-multistep-prover` differ only in what they prove.
+
+mod knobs;
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prover_sdk::{Args, BoxError, Prover};
+use serde::{Deserialize, Serialize};
+
+pub use knobs::{Knobs, Spec};
+
+/// A proof of a whole block, the output of the "prove a block" and
+/// "aggregate" steps: `{"block":N,"proof":"0x…","prover":NAME}`, in that
+/// field order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockProof {
+    /// The proven block number.
+    pub block: u64,
+    /// The (fake) proof bytes as `0x`-prefixed hex.
+    pub proof: String,
+    /// The name of the prover that produced it.
+    pub prover: String,
+}
+
+impl BlockProof {
+    /// The mock proof of `block` by `prover`: deterministic, so repeated runs
+    /// and different steps agree on it.
+    pub fn new(block: u64, prover: &str) -> BlockProof {
+        BlockProof {
+            block,
+            proof: fake_proof(&[&block.to_le_bytes(), prover.as_bytes()]),
+            prover: prover.to_owned(),
+        }
+    }
+}
+
+/// A short deterministic stand-in for proof bytes: `0x` and 16 hex digits
+/// hashed from `parts`. Distinct inputs give distinct-looking proofs, which
+/// makes mixed-up proofs visible when debugging the orchestrator.
+pub fn fake_proof(parts: &[&[u8]]) -> String {
+    // FNV-1a; each part is followed by a separator so ("ab","c") != ("a","bc").
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.iter().flat_map(|part| part.iter().chain(&[0xff])) {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("0x{:016x}", mix(hash))
+}
+
+/// Runs a mock prover binary: parses the command line and its settings
+/// (bad settings exit 2), builds the prover from them and proves the input.
+pub fn main_with<P: Prover>(spec: &Spec, make: impl FnOnce(Knobs) -> P) -> ExitCode {
+    prover_sdk::report(Args::from_env().and_then(|args| {
+        let knobs = Knobs::from_args(spec, &args.extra)?;
+        prover_sdk::prove_files(make(knobs), &args.input_path, &args.output_path)
+    }))
+}
+
+impl Knobs {
+    /// Pretends to prove: announces itself like the original template's mocks,
+    /// sleeps for the configured prove time, then fails with the configured
+    /// probability. `seed` (the block number) decorrelates concurrent runs.
+    pub fn simulate_work(&self, seed: u64) -> Result<(), BoxError> {
+        println!("Running prover.");
+        std::thread::sleep(self.prove_time);
+        if self.failure_rate > 0.0 && roll(seed) < self.failure_rate {
+            return Err(format!(
+                "simulated failure of '{}' on block {seed} (failure rate {}, set by --failure-rate or MOCK_FAILURE_RATE)",
+                self.name, self.failure_rate
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// A number in `[0, 1)` that differs between runs; no `rand` crate needed for
+/// a mock. The pid and seed keep simultaneous runs from sharing a roll.
+fn roll(seed: u64) -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let bits = mix(nanos ^ (u64::from(std::process::id()) << 32) ^ mix(seed));
+    // The top 53 bits fill an f64 mantissa exactly.
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// splitmix64's finalizer: spreads every input bit over the whole output.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_proof_is_deterministic_and_short_hex() {
+        let proof = BlockProof::new(23839700, "mock-prover").proof;
+        assert_eq!(proof, BlockProof::new(23839700, "mock-prover").proof);
+        assert_ne!(proof, BlockProof::new(23839701, "mock-prover").proof);
+        assert_ne!(proof, BlockProof::new(23839700, "other").proof);
+        assert_eq!(proof.len(), 18);
+        assert!(proof.starts_with("0x") && proof[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(fake_proof(&[b"ab", b"c"]), fake_proof(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn roll_stays_in_unit_interval() {
+        for seed in 0..1000 {
+            let r = roll(seed);
+            assert!((0.0..1.0).contains(&r), "{r}");
+        }
+    }
+
+    fn knobs(failure_rate: f64) -> Knobs {
+        Knobs {
+            name: "m".into(),
+            prove_time: std::time::Duration::ZERO,
+            failure_rate,
+            steps: None,
+        }
+    }
+
+    #[test]
+    fn failure_rate_extremes_are_certain() {
+        for seed in 0..100 {
+            assert!(knobs(0.0).simulate_work(seed).is_ok());
+            let err = knobs(1.0).simulate_work(seed).unwrap_err().to_string();
+            assert!(err.contains("simulated failure"), "{err}");
+        }
+    }
+}
