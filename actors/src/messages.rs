@@ -42,7 +42,10 @@ pub struct Envelope {
 impl Envelope {
     /// An envelope with the given id and payload.
     pub fn new(id: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
-        Self { id: id.into(), payload: payload.into() }
+        Self {
+            id: id.into(),
+            payload: payload.into(),
+        }
     }
 
     /// The announcement of one block: payload is the bare JSON number.
@@ -135,9 +138,14 @@ mod tests {
     #[test]
     fn block_of_every_payload_shape() {
         assert_eq!(block_of_payload(b"23839700"), Some(23839700));
-        assert_eq!(block_of_payload(br#"{"block":7,"step_id":"s0","payload":"x"}"#), Some(7));
         assert_eq!(
-            block_of_payload(br#"[{"data":{"block":9,"proof":"0x","prover":"p"},"task_id":"s","group_id":9}]"#),
+            block_of_payload(br#"{"block":7,"step_id":"s0","payload":"x"}"#),
+            Some(7)
+        );
+        assert_eq!(
+            block_of_payload(
+                br#"[{"data":{"block":9,"proof":"0x","prover":"p"},"task_id":"s","group_id":9}]"#
+            ),
             Some(9)
         );
         assert_eq!(block_of_payload(b"not json"), None);

@@ -23,7 +23,11 @@ fn config(workers: usize, multiple_output: bool) -> PoolConfig {
         retry: quick,
         restart: quick,
         progress_interval: Duration::from_millis(50),
-        routes: vec![Route { input: queues::BLOCKS.into(), output: queues::BLOCK_PROOFS.into(), multiple_output }],
+        routes: vec![Route {
+            input: queues::BLOCKS.into(),
+            output: queues::BLOCK_PROOFS.into(),
+            multiple_output,
+        }],
     }
 }
 
@@ -40,12 +44,19 @@ fn start(runner: Arc<ScriptedRunner>, config: PoolConfig) -> Harness {
     let proofs = bus.subscribe(&[queues::BLOCK_PROOFS]);
     let dead = bus.subscribe(&[queues::DEAD_LETTER]);
     let pool = ProverPool::new(config, runner, Box::new(jobs), Arc::new(bus.clone())).start();
-    Harness { bus, proofs, dead, pool }
+    Harness {
+        bus,
+        proofs,
+        dead,
+        pool,
+    }
 }
 
 async fn announce(bus: &LocalBus, blocks: impl IntoIterator<Item = u64>) {
     for block in blocks {
-        bus.publish(queues::BLOCKS, Envelope::block(block)).await.unwrap();
+        bus.publish(queues::BLOCKS, Envelope::block(block))
+            .await
+            .unwrap();
     }
 }
 
@@ -59,15 +70,24 @@ async fn replaces_a_worker_that_panicked() {
     let mut h = start(runner.clone(), config(1, false));
     announce(&h.bus, [7]).await;
     let proof = next_within(&mut h.proofs, 10).await;
-    assert_eq!((proof.id.as_str(), proof.payload.as_slice()), ("test-prover:block-7", b"7".as_slice()));
+    assert_eq!(
+        (proof.id.as_str(), proof.payload.as_slice()),
+        ("test-prover:block-7", b"7".as_slice())
+    );
     let stats = stats(&h).await;
-    assert_eq!((stats.restarts, stats.live, stats.proved, stats.retried), (1, 1, 1, 1));
+    assert_eq!(
+        (stats.restarts, stats.live, stats.proved, stats.retried),
+        (1, 1, 1, 1)
+    );
     assert_eq!(runner.calls.load(Ordering::SeqCst), 2);
 }
 
 #[actix_rt::test]
 async fn replaces_a_worker_whose_child_was_killed() {
-    let killed = JobFailure::Killed { signal: 9, stderr: String::new() };
+    let killed = JobFailure::Killed {
+        signal: 9,
+        stderr: String::new(),
+    };
     let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(killed), Step::Echo]));
     let mut h = start(runner, config(1, false));
     announce(&h.bus, [8]).await;
@@ -78,11 +98,20 @@ async fn replaces_a_worker_whose_child_was_killed() {
 
 #[actix_rt::test]
 async fn failing_job_is_retried_then_dead_lettered_and_the_pool_goes_on() {
-    let exit = JobFailure::Exit { code: 1, stderr: "out of cheese".into() };
-    let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(exit.clone()), Step::Fail(exit.clone()), Step::Fail(exit), Step::Echo]));
+    let exit = JobFailure::Exit {
+        code: 1,
+        stderr: "out of cheese".into(),
+    };
+    let runner = Arc::new(ScriptedRunner::new(vec![
+        Step::Fail(exit.clone()),
+        Step::Fail(exit.clone()),
+        Step::Fail(exit),
+        Step::Echo,
+    ]));
     let mut h = start(runner.clone(), config(1, false));
     announce(&h.bus, [1]).await;
-    let letter: DeadLetter = serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
+    let letter: DeadLetter =
+        serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
     assert_eq!((letter.payload.as_str(), letter.attempts), ("1", 3));
     assert!(letter.error.contains("out of cheese"), "{}", letter.error);
     assert_quiet(&mut h.proofs).await;
@@ -90,12 +119,17 @@ async fn failing_job_is_retried_then_dead_lettered_and_the_pool_goes_on() {
     announce(&h.bus, [2]).await;
     assert_eq!(next_within(&mut h.proofs, 10).await.payload, b"2");
     let stats = stats(&h).await;
-    assert_eq!((stats.retried, stats.failed, stats.proved, stats.restarts), (2, 1, 1, 0));
+    assert_eq!(
+        (stats.retried, stats.failed, stats.proved, stats.restarts),
+        (2, 1, 1, 0)
+    );
 }
 
 #[actix_rt::test]
 async fn multiple_output_publishes_each_element_with_its_own_id() {
-    let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(r#"[{"step":0},{"step":1},{"step":2}]"#)]));
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(
+        r#"[{"step":0},{"step":1},{"step":2}]"#,
+    )]));
     let mut h = start(runner, config(1, true));
     announce(&h.bus, [5]).await;
     let mut ids = Vec::new();
@@ -104,7 +138,14 @@ async fn multiple_output_publishes_each_element_with_its_own_id() {
         assert_eq!(part.payload, format!(r#"{{"step":{i}}}"#).into_bytes());
         ids.push(part.id);
     }
-    assert_eq!(ids, ["test-prover:block-5:0", "test-prover:block-5:1", "test-prover:block-5:2"]);
+    assert_eq!(
+        ids,
+        [
+            "test-prover:block-5:0",
+            "test-prover:block-5:1",
+            "test-prover:block-5:2"
+        ]
+    );
 }
 
 #[actix_rt::test]
@@ -112,13 +153,20 @@ async fn multiple_output_that_is_not_an_array_is_a_failure() {
     let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(r#"{"block":1}"#)]));
     let mut h = start(runner, config(1, true));
     announce(&h.bus, [1]).await;
-    let letter: DeadLetter = serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
-    assert!(letter.error.contains("must be a JSON array"), "{}", letter.error);
+    let letter: DeadLetter =
+        serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
+    assert!(
+        letter.error.contains("must be a JSON array"),
+        "{}",
+        letter.error
+    );
 }
 
 #[actix_rt::test]
 async fn runs_one_job_per_worker_at_a_time() {
-    let runner = Arc::new(ScriptedRunner::new(vec![Step::Slow(Duration::from_millis(150))]));
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Slow(
+        Duration::from_millis(150),
+    )]));
     let mut h = start(runner.clone(), config(2, false));
     announce(&h.bus, 1..=6).await;
     let mut proved: Vec<Vec<u8>> = Vec::new();
@@ -126,6 +174,11 @@ async fn runs_one_job_per_worker_at_a_time() {
         proved.push(next_within(&mut h.proofs, 10).await.payload);
     }
     proved.sort();
-    assert_eq!(proved, (1..=6).map(|b: u64| b.to_string().into_bytes()).collect::<Vec<_>>());
+    assert_eq!(
+        proved,
+        (1..=6)
+            .map(|b: u64| b.to_string().into_bytes())
+            .collect::<Vec<_>>()
+    );
     assert_eq!(runner.max_running.load(Ordering::SeqCst), 2);
 }

@@ -65,8 +65,18 @@ struct PollOutcome {
 
 impl BlockWatcher {
     /// A watcher reading `chain` and publishing to `publisher`.
-    pub fn new(chain: Arc<dyn ChainHead>, publisher: Arc<dyn Publisher>, config: WatcherConfig) -> Self {
-        Self { chain, publisher, cursor: config.from, config, failures: 0 }
+    pub fn new(
+        chain: Arc<dyn ChainHead>,
+        publisher: Arc<dyn Publisher>,
+        config: WatcherConfig,
+    ) -> Self {
+        Self {
+            chain,
+            publisher,
+            cursor: config.from,
+            config,
+            failures: 0,
+        }
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -74,8 +84,12 @@ impl BlockWatcher {
         let publisher = self.publisher.clone();
         let config = self.config.clone();
         let cursor = self.cursor;
-        let work = async move { announce_due(chain.as_ref(), publisher.as_ref(), &config, cursor).await };
-        ctx.spawn(work.into_actor(self).map(|outcome, act, ctx| act.after_poll(outcome, ctx)));
+        let work =
+            async move { announce_due(chain.as_ref(), publisher.as_ref(), &config, cursor).await };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|outcome, act, ctx| act.after_poll(outcome, ctx)),
+        );
     }
 
     fn after_poll(&mut self, outcome: PollOutcome, ctx: &mut Context<Self>) {
@@ -89,7 +103,11 @@ impl BlockWatcher {
             }
             None => {
                 self.failures = 0;
-                if outcome.more { Duration::ZERO } else { self.config.poll_interval }
+                if outcome.more {
+                    Duration::ZERO
+                } else {
+                    self.config.poll_interval
+                }
             }
         };
         if let (Some(cursor), Some(to)) = (self.cursor, self.config.to)
@@ -121,18 +139,35 @@ async fn announce_due(
 ) -> PollOutcome {
     let finalized = match chain.finalized_block().await {
         Ok(n) => n,
-        Err(error) => return PollOutcome { cursor, error: Some(error), more: false },
+        Err(error) => {
+            return PollOutcome {
+                cursor,
+                error: Some(error),
+                more: false,
+            };
+        }
     };
     let mut next = cursor.unwrap_or(finalized);
     let last = config.to.map_or(finalized, |to| to.min(finalized));
     let mut announced = 0;
     while next <= last {
         if announced == MAX_ANNOUNCE_PER_POLL {
-            return PollOutcome { cursor: Some(next), error: None, more: true };
+            return PollOutcome {
+                cursor: Some(next),
+                error: None,
+                more: true,
+            };
         }
         if next % config.every == 0 {
-            if let Err(error) = publisher.publish(&config.queue, Envelope::block(next)).await {
-                return PollOutcome { cursor: Some(next), error: Some(error), more: false };
+            if let Err(error) = publisher
+                .publish(&config.queue, Envelope::block(next))
+                .await
+            {
+                return PollOutcome {
+                    cursor: Some(next),
+                    error: Some(error),
+                    more: false,
+                };
             }
             tracing::debug!(block = next, "block announced");
             announced += 1;
@@ -143,7 +178,11 @@ async fn announce_due(
         }
         next += 1;
     }
-    PollOutcome { cursor: Some(next), error: None, more: false }
+    PollOutcome {
+        cursor: Some(next),
+        error: None,
+        more: false,
+    }
 }
 
 #[cfg(test)]
@@ -162,8 +201,15 @@ mod tests {
     impl ChainHead for ScriptedChain {
         async fn finalized_block(&self) -> Result<u64, EdgeError> {
             let mut script = self.0.lock().unwrap();
-            let answer = if script.len() > 1 { script.pop_front().unwrap() } else { script[0] };
-            answer.ok_or(EdgeError::Rpc { url: "fake".into(), reason: "connection refused".into() })
+            let answer = if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                script[0]
+            };
+            answer.ok_or(EdgeError::Rpc {
+                url: "fake".into(),
+                reason: "connection refused".into(),
+            })
         }
     }
 
@@ -181,7 +227,11 @@ mod tests {
             let mut calls = self.calls.lock().unwrap();
             *calls += 1;
             if self.fail_every > 0 && *calls % self.fail_every == 0 {
-                return Err(EdgeError::Publish { queue: queue.into(), id: message.id, reason: "timeout".into() });
+                return Err(EdgeError::Publish {
+                    queue: queue.into(),
+                    id: message.id,
+                    reason: "timeout".into(),
+                });
             }
             let block = String::from_utf8(message.payload).unwrap().parse().unwrap();
             self.blocks.lock().unwrap().push(block);
@@ -200,7 +250,12 @@ mod tests {
         }
     }
 
-    async fn watch(script: Vec<Option<u64>>, publisher: Arc<RecordingPublisher>, config: WatcherConfig, until: usize) -> Vec<u64> {
+    async fn watch(
+        script: Vec<Option<u64>>,
+        publisher: Arc<RecordingPublisher>,
+        config: WatcherConfig,
+        until: usize,
+    ) -> Vec<u64> {
         let chain = Arc::new(ScriptedChain(Mutex::new(script.into())));
         let addr = BlockWatcher::new(chain, publisher.clone(), config).start();
         for _ in 0..2000 {
@@ -217,8 +272,20 @@ mod tests {
     async fn big_jump_and_flapping_rpc_give_no_gap_and_no_duplicate() {
         // Errors, a head going backwards (a lagging node behind a balancer), a
         // jump of 2000 blocks, and failing publishes along the way.
-        let script = vec![None, Some(100), None, Some(103), Some(101), None, Some(2100), Some(2100)];
-        let publisher = Arc::new(RecordingPublisher { fail_every: 7, ..Default::default() });
+        let script = vec![
+            None,
+            Some(100),
+            None,
+            Some(103),
+            Some(101),
+            None,
+            Some(2100),
+            Some(2100),
+        ];
+        let publisher = Arc::new(RecordingPublisher {
+            fail_every: 7,
+            ..Default::default()
+        });
         let seen = watch(script, publisher, fast(None, None, 1), 2001).await;
         assert_eq!(seen, (100..=2100).collect::<Vec<_>>());
     }
@@ -226,14 +293,26 @@ mod tests {
     #[actix_rt::test]
     async fn starts_at_from_and_samples_every_nth() {
         let publisher = Arc::new(RecordingPublisher::default());
-        let seen = watch(vec![Some(53), Some(80)], publisher, fast(Some(41), None, 10), 4).await;
+        let seen = watch(
+            vec![Some(53), Some(80)],
+            publisher,
+            fast(Some(41), None, 10),
+            4,
+        )
+        .await;
         assert_eq!(seen, [50, 60, 70, 80]);
     }
 
     #[actix_rt::test]
     async fn range_waits_for_finality_then_stops() {
         let publisher = Arc::new(RecordingPublisher::default());
-        let seen = watch(vec![Some(8), Some(9), None, Some(30)], publisher, fast(Some(5), Some(12), 1), 100).await;
+        let seen = watch(
+            vec![Some(8), Some(9), None, Some(30)],
+            publisher,
+            fast(Some(5), Some(12), 1),
+            100,
+        )
+        .await;
         assert_eq!(seen, (5..=12).collect::<Vec<_>>());
     }
 }

@@ -34,7 +34,12 @@ impl MatchBook {
     /// A book that considers a block fully proved once every prover in
     /// `expected` delivered (or after the first proof, if `expected` is empty).
     pub fn new(expected: impl IntoIterator<Item = String>) -> Self {
-        Self { blocks: BTreeMap::new(), early: BTreeMap::new(), expected: expected.into_iter().collect(), window: DEFAULT_WINDOW }
+        Self {
+            blocks: BTreeMap::new(),
+            early: BTreeMap::new(),
+            expected: expected.into_iter().collect(),
+            window: DEFAULT_WINDOW,
+        }
     }
 
     /// Records an announced block; returns the proofs that were waiting for it.
@@ -42,9 +47,18 @@ impl MatchBook {
         if self.blocks.contains_key(&block) {
             return Vec::new();
         }
-        self.blocks.insert(block, BlockEntry { announced: Instant::now(), provers: BTreeSet::new() });
+        self.blocks.insert(
+            block,
+            BlockEntry {
+                announced: Instant::now(),
+                provers: BTreeSet::new(),
+            },
+        );
         let waiting = self.early.remove(&block).unwrap_or_default();
-        let completed = waiting.into_iter().filter_map(|proof| self.on_proof(proof)).collect();
+        let completed = waiting
+            .into_iter()
+            .filter_map(|proof| self.on_proof(proof))
+            .collect();
         self.forget_old();
         completed
     }
@@ -63,13 +77,22 @@ impl MatchBook {
             return None;
         }
         let latency_ms = entry.announced.elapsed().as_millis() as u64;
-        Some(CompletedProof { block: proof.block, prover: proof.prover, proof: proof.proof, latency_ms })
+        Some(CompletedProof {
+            block: proof.block,
+            prover: proof.prover,
+            proof: proof.proof,
+            latency_ms,
+        })
     }
 
     /// Whether every expected prover delivered a proof of `block`.
     pub fn fully_proved(&self, block: u64) -> bool {
         self.blocks.get(&block).is_some_and(|entry| {
-            if self.expected.is_empty() { !entry.provers.is_empty() } else { self.expected.is_subset(&entry.provers) }
+            if self.expected.is_empty() {
+                !entry.provers.is_empty()
+            } else {
+                self.expected.is_subset(&entry.provers)
+            }
         })
     }
 
@@ -124,10 +147,12 @@ impl ProofMatcher {
 
     fn take(&mut self, delivery: &Delivery) -> Result<Vec<CompletedProof>, String> {
         if delivery.queue == self.blocks_queue {
-            let block: u64 = serde_json::from_slice(&delivery.payload).map_err(|e| format!("not a block number: {e}"))?;
+            let block: u64 = serde_json::from_slice(&delivery.payload)
+                .map_err(|e| format!("not a block number: {e}"))?;
             return Ok(self.book.on_block(block));
         }
-        let proof: BlockProof = serde_json::from_slice(&delivery.payload).map_err(|e| format!("not a block proof: {e}"))?;
+        let proof: BlockProof = serde_json::from_slice(&delivery.payload)
+            .map_err(|e| format!("not a block proof: {e}"))?;
         Ok(self.book.on_proof(proof).into_iter().collect())
     }
 
@@ -167,13 +192,19 @@ impl ProofMatcher {
 }
 
 /// Publishes each completed proof; returns the ones that failed.
-async fn publish_all(publisher: &dyn Publisher, queue: &str, batch: Vec<CompletedProof>) -> Vec<CompletedProof> {
+async fn publish_all(
+    publisher: &dyn Publisher,
+    queue: &str,
+    batch: Vec<CompletedProof>,
+) -> Vec<CompletedProof> {
     let mut failed = Vec::new();
     for proof in batch {
         let id = format!("completed-{}-{}", proof.block, proof.prover);
         let payload = serde_json::to_vec(&proof).expect("completed proof serializes");
         match publisher.publish(queue, Envelope::new(id, payload)).await {
-            Ok(()) => tracing::info!(block = proof.block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched"),
+            Ok(()) => {
+                tracing::info!(block = proof.block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched")
+            }
             Err(error) => {
                 tracing::warn!(block = proof.block, %error, "could not publish a completed proof; will retry");
                 failed.push(proof);

@@ -108,14 +108,25 @@ pub struct ProverPool {
 
 impl ProverPool {
     /// A pool running jobs from `source` with `runner`, publishing outputs.
-    pub fn new(config: PoolConfig, runner: Arc<dyn JobRunner>, source: Box<dyn JobSource>, publisher: Arc<dyn Publisher>) -> Self {
+    pub fn new(
+        config: PoolConfig,
+        runner: Arc<dyn JobRunner>,
+        source: Box<dyn JobSource>,
+        publisher: Arc<dyn Publisher>,
+    ) -> Self {
         let workers = config.workers.max(1);
         Self {
             config: Arc::new(config),
             runner,
             publisher,
             source: Some(source),
-            slots: (0..workers).map(|_| Slot { worker: None, busy: false, deaths: 0 }).collect(),
+            slots: (0..workers)
+                .map(|_| Slot {
+                    worker: None,
+                    busy: false,
+                    deaths: 0,
+                })
+                .collect(),
             waiting: VecDeque::new(),
             stats: WorkerStats::default(),
         }
@@ -140,42 +151,63 @@ impl ProverPool {
 
     fn dispatch_waiting(&mut self, ctx: &mut Context<Self>) {
         while let Some(slot) = self.idle_slot() {
-            let Some(job) = self.waiting.pop_front() else { return };
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
             self.start(slot, job, ctx);
         }
     }
 
     fn idle_slot(&self) -> Option<usize> {
-        self.slots.iter().position(|s| !s.busy && s.worker.as_ref().is_some_and(Addr::connected))
+        self.slots
+            .iter()
+            .position(|s| !s.busy && s.worker.as_ref().is_some_and(Addr::connected))
     }
 
     fn start(&mut self, slot: usize, job: Dispatch, ctx: &mut Context<Self>) {
         let Dispatch { delivery, permit } = job;
-        let worker = self.slots[slot].worker.clone().expect("idle slot has a worker");
+        let worker = self.slots[slot]
+            .worker
+            .clone()
+            .expect("idle slot has a worker");
         self.slots[slot].busy = true;
-        let work = settle(worker, delivery, self.config.clone(), self.publisher.clone());
-        ctx.spawn(work.into_actor(self).map(move |(outcome, retire), pool, ctx| {
-            drop(permit);
-            pool.slots[slot].busy = false;
-            match outcome {
-                Outcome::Proved => {
-                    pool.stats.proved += 1;
-                    pool.slots[slot].deaths = 0;
-                }
-                Outcome::Retried => pool.stats.retried += 1,
-                Outcome::Failed => pool.stats.failed += 1,
-            }
-            if retire {
-                pool.worker_died(slot, ctx);
-            }
-            pool.dispatch_waiting(ctx);
-        }));
+        let work = settle(
+            worker,
+            delivery,
+            self.config.clone(),
+            self.publisher.clone(),
+        );
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(outcome, retire), pool, ctx| {
+                    drop(permit);
+                    pool.slots[slot].busy = false;
+                    match outcome {
+                        Outcome::Proved => {
+                            pool.stats.proved += 1;
+                            pool.slots[slot].deaths = 0;
+                        }
+                        Outcome::Retried => pool.stats.retried += 1,
+                        Outcome::Failed => pool.stats.failed += 1,
+                    }
+                    if retire {
+                        pool.worker_died(slot, ctx);
+                    }
+                    pool.dispatch_waiting(ctx);
+                }),
+        );
     }
 
     /// Notices workers that died while idle (a mailbox closes on panic).
     fn check_workers(&mut self, ctx: &mut Context<Self>) {
         let dead: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| !self.slots[i].busy && self.slots[i].worker.as_ref().is_some_and(|w| !w.connected()))
+            .filter(|&i| {
+                !self.slots[i].busy
+                    && self.slots[i]
+                        .worker
+                        .as_ref()
+                        .is_some_and(|w| !w.connected())
+            })
             .collect();
         for slot in dead {
             self.worker_died(slot, ctx);
@@ -196,8 +228,12 @@ impl Actor for ProverPool {
         let pool = ctx.address();
         actix::spawn(async move {
             loop {
-                let Ok(permit) = free_workers.clone().acquire_owned().await else { break };
-                let Some(delivery) = source.next().await else { break };
+                let Ok(permit) = free_workers.clone().acquire_owned().await else {
+                    break;
+                };
+                let Some(delivery) = source.next().await else {
+                    break;
+                };
                 if pool.send(Dispatch { delivery, permit }).await.is_err() {
                     break;
                 }
@@ -221,7 +257,11 @@ impl Handler<PoolStatus> for ProverPool {
 
     fn handle(&mut self, _: PoolStatus, _ctx: &mut Self::Context) -> WorkerStats {
         WorkerStats {
-            live: self.slots.iter().filter(|s| s.worker.as_ref().is_some_and(Addr::connected)).count(),
+            live: self
+                .slots
+                .iter()
+                .filter(|s| s.worker.as_ref().is_some_and(Addr::connected))
+                .count(),
             busy: self.slots.iter().filter(|s| s.busy).count(),
             ..self.stats.clone()
         }
@@ -230,16 +270,27 @@ impl Handler<PoolStatus> for ProverPool {
 
 /// Runs one delivery on `worker` and settles it at its source. Returns how it
 /// ended and whether the worker must be replaced.
-async fn settle(worker: Addr<ProverWorker>, delivery: Delivery, config: Arc<PoolConfig>, publisher: Arc<dyn Publisher>) -> (Outcome, bool) {
+async fn settle(
+    worker: Addr<ProverWorker>,
+    delivery: Delivery,
+    config: Arc<PoolConfig>,
+    publisher: Arc<dyn Publisher>,
+) -> (Outcome, bool) {
     let Some(route) = config.routes.iter().find(|r| r.input == delivery.queue) else {
         let reason = format!("no route for queue {}", delivery.queue);
         return (reject(&delivery, &reason).await, false);
     };
     let started = Instant::now();
-    let run = worker.send(RunJob { id: delivery.id.clone(), input: delivery.payload.clone() });
+    let run = worker.send(RunJob {
+        id: delivery.id.clone(),
+        input: delivery.payload.clone(),
+    });
     let answer = keep_alive(run, delivery.ack.as_ref(), config.progress_interval).await;
     let result = answer.unwrap_or(Err(JobFailure::WorkerLost));
-    let retire = result.as_ref().err().is_some_and(JobFailure::needs_new_worker);
+    let retire = result
+        .as_ref()
+        .err()
+        .is_some_and(JobFailure::needs_new_worker);
     let result = result.and_then(|output| outputs(&config.name, &delivery, route, output));
     let envelopes = match result {
         Ok(envelopes) => envelopes,
@@ -276,13 +327,25 @@ async fn keep_alive<F: Future>(work: F, ack: &dyn AckHandle, every: Duration) ->
 }
 
 /// The messages a job's output becomes: one, or one per array element.
-fn outputs(pool: &str, delivery: &Delivery, route: &Route, output: Vec<u8>) -> Result<Vec<Envelope>, JobFailure> {
+fn outputs(
+    pool: &str,
+    delivery: &Delivery,
+    route: &Route,
+    output: Vec<u8>,
+) -> Result<Vec<Envelope>, JobFailure> {
     if !route.multiple_output {
-        return Ok(vec![Envelope::new(format!("{pool}:{}", delivery.id), output)]);
+        return Ok(vec![Envelope::new(
+            format!("{pool}:{}", delivery.id),
+            output,
+        )]);
     }
-    let items: Vec<serde_json::Value> = serde_json::from_slice(&output).map_err(|e| JobFailure::InvalidOutput {
-        reason: format!("multiple output is on for {}, so the output must be a JSON array ({e})", route.input),
-    })?;
+    let items: Vec<serde_json::Value> =
+        serde_json::from_slice(&output).map_err(|e| JobFailure::InvalidOutput {
+            reason: format!(
+                "multiple output is on for {}, so the output must be a JSON array ({e})",
+                route.input
+            ),
+        })?;
     Ok(items
         .iter()
         .enumerate()
@@ -290,7 +353,11 @@ fn outputs(pool: &str, delivery: &Delivery, route: &Route, output: Vec<u8>) -> R
         .collect())
 }
 
-async fn retry_or_reject(delivery: &Delivery, failure: &JobFailure, config: &PoolConfig) -> Outcome {
+async fn retry_or_reject(
+    delivery: &Delivery,
+    failure: &JobFailure,
+    config: &PoolConfig,
+) -> Outcome {
     if delivery.attempt >= config.max_attempts {
         let reason = format!("failed after {} attempts: {failure}", delivery.attempt);
         return reject(delivery, &reason).await;

@@ -74,7 +74,9 @@ impl Handler<Inbound> for StepCollector {
         let step = match parsed {
             Ok(step) => step,
             Err(e) => {
-                let reason = format!("not a step proof ({e}); expected {{\"data\",\"task_id\",\"group_id\"}}");
+                let reason = format!(
+                    "not a step proof ({e}); expected {{\"data\",\"task_id\",\"group_id\"}}"
+                );
                 tracing::warn!(id = %delivery.id, %reason, "malformed step proof dead-lettered");
                 return settle_now(self, async move { delivery.ack.reject(&reason).await });
             }
@@ -88,7 +90,8 @@ impl Handler<Inbound> for StepCollector {
             }
             return settle_now(self, async move { delivery.ack.ack().await });
         }
-        let raw: serde_json::Value = serde_json::from_slice(&delivery.payload).expect("parsed above");
+        let raw: serde_json::Value =
+            serde_json::from_slice(&delivery.payload).expect("parsed above");
         group.steps.insert(step.task_id, raw);
         group.acks.push(delivery.ack);
         if group.steps.len() < self.num_inputs {
@@ -96,7 +99,8 @@ impl Handler<Inbound> for StepCollector {
         }
 
         let group = self.groups.remove(&key).expect("group present");
-        let payload = serde_json::to_vec(&group.steps.values().collect::<Vec<_>>()).expect("steps serialize");
+        let payload =
+            serde_json::to_vec(&group.steps.values().collect::<Vec<_>>()).expect("steps serialize");
         let publisher = self.publisher.clone();
         let output = self.output_queue.clone();
         let id = format!("group-{key}");

@@ -78,9 +78,17 @@ impl LocalBus {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.state.lock().expect("bus lock");
         for queue in queues {
-            state.subscribers.entry((*queue).to_owned()).or_default().push(tx.clone());
+            state
+                .subscribers
+                .entry((*queue).to_owned())
+                .or_default()
+                .push(tx.clone());
         }
-        LocalSource { rx, tx, bus: self.clone() }
+        LocalSource {
+            rx,
+            tx,
+            bus: self.clone(),
+        }
     }
 }
 
@@ -88,7 +96,12 @@ impl LocalBus {
 impl Publisher for LocalBus {
     async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
         let mut state = self.state.lock().expect("bus lock");
-        if !state.seen.entry(queue.to_owned()).or_default().insert(&message.id) {
+        if !state
+            .seen
+            .entry(queue.to_owned())
+            .or_default()
+            .insert(&message.id)
+        {
             tracing::debug!(queue, id = %message.id, "duplicate publish ignored");
             return Ok(());
         }
@@ -123,7 +136,11 @@ impl JobSource for LocalSource {
             id: queued.id.clone(),
             payload: queued.payload.to_vec(),
             attempt: queued.attempt,
-            ack: Box::new(LocalAck { queued, redeliver: self.tx.clone(), bus: self.bus.clone() }),
+            ack: Box::new(LocalAck {
+                queued,
+                redeliver: self.tx.clone(),
+                bus: self.bus.clone(),
+            }),
         })
     }
 }
@@ -166,7 +183,9 @@ impl AckHandle for LocalAck {
         };
         let payload = serde_json::to_vec(&letter).expect("dead letter serializes");
         let id = format!("{}:{}", self.queued.queue, self.queued.id);
-        self.bus.publish(queues::DEAD_LETTER, Envelope::new(id, payload)).await
+        self.bus
+            .publish(queues::DEAD_LETTER, Envelope::new(id, payload))
+            .await
     }
 }
 
@@ -181,11 +200,16 @@ mod tests {
         let mut b = bus.subscribe(&["blocks", "block_proofs"]);
         bus.publish("blocks", Envelope::block(1)).await.unwrap();
         bus.publish("blocks", Envelope::block(1)).await.unwrap();
-        bus.publish("block_proofs", Envelope::new("p1", "{}")).await.unwrap();
+        bus.publish("block_proofs", Envelope::new("p1", "{}"))
+            .await
+            .unwrap();
         assert_eq!(a.next().await.unwrap().id, "block-1");
         assert_eq!(b.next().await.unwrap().id, "block-1");
         let proof = b.next().await.unwrap();
-        assert_eq!((proof.queue.as_str(), proof.id.as_str()), ("block_proofs", "p1"));
+        assert_eq!(
+            (proof.queue.as_str(), proof.id.as_str()),
+            ("block_proofs", "p1")
+        );
         assert!(a.rx.try_recv().is_err(), "duplicate id was delivered twice");
     }
 
@@ -200,7 +224,15 @@ mod tests {
         let second = jobs.next().await.unwrap();
         assert_eq!((second.id.as_str(), second.attempt), ("block-5", 2));
         second.ack.reject("exit 1").await.unwrap();
-        let letter: DeadLetter = serde_json::from_slice(&dead.next().await.unwrap().payload).unwrap();
-        assert_eq!((letter.payload.as_str(), letter.attempts, letter.error.as_str()), ("5", 2, "exit 1"));
+        let letter: DeadLetter =
+            serde_json::from_slice(&dead.next().await.unwrap().payload).unwrap();
+        assert_eq!(
+            (
+                letter.payload.as_str(),
+                letter.attempts,
+                letter.error.as_str()
+            ),
+            ("5", 2, "exit 1")
+        );
     }
 }

@@ -30,7 +30,9 @@ pub enum BinaryError {
     #[error("prover binary {0} not found: set --binary / BINARY to an executable file")]
     NotFound(String),
     /// A file, but without execute permission.
-    #[error("prover binary {0} is not executable: run `chmod +x {0}` or point --binary / BINARY elsewhere")]
+    #[error(
+        "prover binary {0} is not executable: run `chmod +x {0}` or point --binary / BINARY elsewhere"
+    )]
     NotExecutable(String),
 }
 
@@ -52,7 +54,13 @@ impl ProcessRunner {
     /// keeps job files under `work_dir` and kills a job after `timeout`.
     pub fn new(binary: &Path, work_dir: PathBuf, timeout: Duration) -> Result<Self, BinaryError> {
         let binary = resolve_binary(binary)?;
-        Ok(Self { binary, work_dir, timeout, envs: Vec::new(), runs: AtomicU64::new(0) })
+        Ok(Self {
+            binary,
+            work_dir,
+            timeout,
+            envs: Vec::new(),
+            runs: AtomicU64::new(0),
+        })
     }
 
     /// Extra environment for every child, on top of the orchestrator's own.
@@ -69,7 +77,9 @@ impl ProcessRunner {
     async fn run_in(&self, dir: &Path, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
         let input_path = dir.join("input.json");
         let output_path = dir.join("output.json");
-        tokio::fs::write(&input_path, input).await.map_err(|e| io_failure(&input_path, e))?;
+        tokio::fs::write(&input_path, input)
+            .await
+            .map_err(|e| io_failure(&input_path, e))?;
 
         let mut child = Command::new(&self.binary)
             .arg("--input-path")
@@ -83,7 +93,10 @@ impl ProcessRunner {
             .process_group(0)
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| JobFailure::Spawn { binary: self.binary.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| JobFailure::Spawn {
+                binary: self.binary.display().to_string(),
+                reason: e.to_string(),
+            })?;
         let _group = child.id().map(|pid| GroupGuard::register(pid as i32));
         let stdout = tokio::spawn(read_tail(child.stdout.take()));
         let stderr = tokio::spawn(read_tail(child.stderr.take()));
@@ -98,22 +111,36 @@ impl ProcessRunner {
         }
 
         let status = match status {
-            Err(_) => return Err(JobFailure::Timeout { millis: self.timeout.as_millis() as u64 }),
-            Ok(status) => status.map_err(|e| JobFailure::Io { reason: format!("waiting for the prover: {e}") })?,
+            Err(_) => {
+                return Err(JobFailure::Timeout {
+                    millis: self.timeout.as_millis() as u64,
+                });
+            }
+            Ok(status) => status.map_err(|e| JobFailure::Io {
+                reason: format!("waiting for the prover: {e}"),
+            })?,
         };
         if let Some(signal) = status.signal() {
             return Err(JobFailure::Killed { signal, stderr });
         }
         if !status.success() {
-            return Err(JobFailure::Exit { code: status.code().unwrap_or(-1), stderr });
+            return Err(JobFailure::Exit {
+                code: status.code().unwrap_or(-1),
+                stderr,
+            });
         }
         let output = match tokio::fs::read(&output_path).await {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(JobFailure::MissingOutput),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(JobFailure::MissingOutput);
+            }
             Err(e) => return Err(io_failure(&output_path, e)),
         };
-        serde_json::from_slice::<serde::de::IgnoredAny>(&output)
-            .map_err(|e| JobFailure::InvalidOutput { reason: format!("not JSON ({e})") })?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&output).map_err(|e| {
+            JobFailure::InvalidOutput {
+                reason: format!("not JSON ({e})"),
+            }
+        })?;
         Ok(output)
     }
 }
@@ -122,9 +149,22 @@ impl ProcessRunner {
 impl JobRunner for ProcessRunner {
     async fn run(&self, id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        let safe_id: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let dir = self.work_dir.join(format!("{safe_id}.{}.{run}", std::process::id()));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_failure(&dir, e))?;
+        let safe_id: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self
+            .work_dir
+            .join(format!("{safe_id}.{}.{run}", std::process::id()));
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_failure(&dir, e))?;
         let result = self.run_in(&dir, input).await;
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove job directory");
@@ -136,7 +176,13 @@ impl JobRunner for ProcessRunner {
 /// Kills every prover process group still running. Called at shutdown, after
 /// the actors stopped, so nothing a prover started outlives the orchestrator.
 pub fn kill_all_provers() {
-    let groups: Vec<i32> = LIVE_GROUPS.lock().expect("group lock").iter().flatten().copied().collect();
+    let groups: Vec<i32> = LIVE_GROUPS
+        .lock()
+        .expect("group lock")
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
     for pgid in groups {
         kill_group(pgid);
     }
@@ -148,7 +194,11 @@ struct GroupGuard(i32);
 
 impl GroupGuard {
     fn register(pgid: i32) -> Self {
-        LIVE_GROUPS.lock().expect("group lock").get_or_insert_with(HashSet::new).insert(pgid);
+        LIVE_GROUPS
+            .lock()
+            .expect("group lock")
+            .get_or_insert_with(HashSet::new)
+            .insert(pgid);
         Self(pgid)
     }
 }
@@ -172,7 +222,9 @@ fn kill_group(pgid: i32) {
 
 /// Reads a pipe to its end, keeping the last [`STDERR_TAIL_BYTES`] bytes.
 async fn read_tail(pipe: Option<impl AsyncRead + Unpin>) -> String {
-    let Some(mut pipe) = pipe else { return String::new() };
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
     let mut tail = Vec::new();
     let mut buf = [0u8; 4096];
     // A grandchild that escaped the group may hold the pipe open: stop waiting.
@@ -193,7 +245,9 @@ async fn read_tail(pipe: Option<impl AsyncRead + Unpin>) -> String {
 }
 
 fn io_failure(path: &Path, e: std::io::Error) -> JobFailure {
-    JobFailure::Io { reason: format!("{}: {e}", path.display()) }
+    JobFailure::Io {
+        reason: format!("{}: {e}", path.display()),
+    }
 }
 
 /// Finds `binary` as a path or on `PATH`, and checks it can be executed.
@@ -202,10 +256,15 @@ fn resolve_binary(binary: &Path) -> Result<PathBuf, BinaryError> {
     let candidate = if binary.components().count() > 1 || binary.is_absolute() {
         Some(binary.to_path_buf())
     } else {
-        std::env::var_os("PATH")
-            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(binary)).find(|p| p.is_file()))
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(binary))
+                .find(|p| p.is_file())
+        })
     };
-    let path = candidate.filter(|p| p.is_file()).ok_or_else(|| BinaryError::NotFound(shown.clone()))?;
+    let path = candidate
+        .filter(|p| p.is_file())
+        .ok_or_else(|| BinaryError::NotFound(shown.clone()))?;
     let mode = path.metadata().map(|m| m.permissions().mode()).unwrap_or(0);
     if mode & 0o111 == 0 {
         return Err(BinaryError::NotExecutable(shown));
@@ -230,7 +289,8 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("orch-process-test-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("orch-process-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -241,21 +301,51 @@ mod tests {
         let dir = temp_dir("ok");
         let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
         assert_eq!(r.run("block-1", b"23839700").await.unwrap(), b"23839700");
-        assert!(std::fs::read_dir(dir.join("work")).unwrap().next().is_none(), "job dir left behind");
+        assert!(
+            std::fs::read_dir(dir.join("work"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "job dir left behind"
+        );
     }
 
     #[tokio::test]
     async fn exit_codes_signals_and_output_map_to_failures() {
         let dir = temp_dir("fail");
-        let exit = runner(&dir, "echo boom >&2; exit 3", 5000).run("j", b"1").await.unwrap_err();
-        assert_eq!(exit, JobFailure::Exit { code: 3, stderr: "boom".into() });
-        let killed = runner(&dir, "kill -9 $$", 5000).run("j", b"1").await.unwrap_err();
-        assert!(matches!(killed, JobFailure::Killed { signal: 9, .. }), "{killed:?}");
+        let exit = runner(&dir, "echo boom >&2; exit 3", 5000)
+            .run("j", b"1")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            exit,
+            JobFailure::Exit {
+                code: 3,
+                stderr: "boom".into()
+            }
+        );
+        let killed = runner(&dir, "kill -9 $$", 5000)
+            .run("j", b"1")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(killed, JobFailure::Killed { signal: 9, .. }),
+            "{killed:?}"
+        );
         assert!(killed.needs_new_worker());
-        let missing = runner(&dir, "exit 0", 5000).run("j", b"1").await.unwrap_err();
+        let missing = runner(&dir, "exit 0", 5000)
+            .run("j", b"1")
+            .await
+            .unwrap_err();
         assert_eq!(missing, JobFailure::MissingOutput);
-        let invalid = runner(&dir, r#"echo '{oops' > "$4""#, 5000).run("j", b"1").await.unwrap_err();
-        assert!(matches!(invalid, JobFailure::InvalidOutput { .. }), "{invalid:?}");
+        let invalid = runner(&dir, r#"echo '{oops' > "$4""#, 5000)
+            .run("j", b"1")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(invalid, JobFailure::InvalidOutput { .. }),
+            "{invalid:?}"
+        );
     }
 
     #[tokio::test]
@@ -265,18 +355,25 @@ mod tests {
         let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let failure = runner(&dir, &body, 500).run("j", b"1").await.unwrap_err();
         assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         // SAFETY: signal 0 only checks whether the process exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true);
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
         assert!(!alive || zombie, "grandchild {pid} outlived the timeout");
     }
 
     #[test]
     fn unusable_binaries_are_refused_at_start() {
         let dir = temp_dir("bins");
-        let missing = ProcessRunner::new(&dir.join("nope"), dir.clone(), Duration::from_secs(1)).unwrap_err();
+        let missing =
+            ProcessRunner::new(&dir.join("nope"), dir.clone(), Duration::from_secs(1)).unwrap_err();
         assert!(matches!(missing, BinaryError::NotFound(_)));
         let plain = dir.join("plain");
         std::fs::write(&plain, "x").unwrap();

@@ -24,15 +24,24 @@ impl RpcChain {
             url: redact(url),
             reason: format!("not a valid URL ({e}); expected e.g. http://127.0.0.1:8545"),
         })?;
-        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(parsed).erased();
-        Ok(Self { provider, shown_url: redact(url) })
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_http(parsed)
+            .erased();
+        Ok(Self {
+            provider,
+            shown_url: redact(url),
+        })
     }
 }
 
 #[async_trait]
 impl ChainHead for RpcChain {
     async fn finalized_block(&self) -> Result<u64, EdgeError> {
-        let rpc_error = |reason: String| EdgeError::Rpc { url: self.shown_url.clone(), reason };
+        let rpc_error = |reason: String| EdgeError::Rpc {
+            url: self.shown_url.clone(),
+            reason,
+        };
         let block = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Finalized)
@@ -58,7 +67,10 @@ mod tests {
 
     #[test]
     fn redact_drops_credentials_and_keys() {
-        assert_eq!(redact("https://user:secret@rpc.example/v1?key=abc"), "https://rpc.example");
+        assert_eq!(
+            redact("https://user:secret@rpc.example/v1?key=abc"),
+            "https://rpc.example"
+        );
         assert!(RpcChain::new("not a url").is_err());
     }
 }

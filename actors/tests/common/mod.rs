@@ -32,7 +32,12 @@ pub struct ScriptedRunner {
 
 impl ScriptedRunner {
     pub fn new(script: Vec<Step>) -> Self {
-        Self { script: Mutex::new(script.into()), calls: 0.into(), running: 0.into(), max_running: 0.into() }
+        Self {
+            script: Mutex::new(script.into()),
+            calls: 0.into(),
+            running: 0.into(),
+            max_running: 0.into(),
+        }
     }
 }
 
@@ -42,7 +47,11 @@ impl JobRunner for ScriptedRunner {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let step = {
             let mut script = self.script.lock().unwrap();
-            if script.len() > 1 { script.pop_front().unwrap() } else { script[0].clone() }
+            if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                script[0].clone()
+            }
         };
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);

@@ -1,0 +1,114 @@
+//! Standalone mode's output: one line per completed proof or failed job on
+//! stdout, and the end of a range run.
+
+use std::collections::BTreeSet;
+
+use actix::prelude::*;
+use orchestrator_actors::messages::{
+    CompletedProof, DeadLetter, Inbound, block_of_payload, queues,
+};
+use serde_json::json;
+
+/// Prints results and, for a range run, stops the system once every block of
+/// the range is proved or failed (exit code 0 if all proved, else 1).
+pub struct Reporter {
+    json: bool,
+    /// Blocks still to be settled, for a range run.
+    pending: Option<BTreeSet<u64>>,
+    proved: usize,
+    failed: BTreeSet<u64>,
+}
+
+impl Reporter {
+    /// A reporter; `range` lists the blocks a range run waits for.
+    pub fn new(json: bool, range: Option<BTreeSet<u64>>) -> Self {
+        Self {
+            json,
+            pending: range,
+            proved: 0,
+            failed: BTreeSet::new(),
+        }
+    }
+
+    fn print_proof(&self, proof: &CompletedProof) {
+        if self.json {
+            let line = json!({"event": "proved", "block": proof.block, "prover": proof.prover, "proof": proof.proof, "latency_ms": proof.latency_ms});
+            println!("{line}");
+        } else {
+            let shown = proof
+                .proof
+                .as_str()
+                .map_or_else(|| proof.proof.to_string(), str::to_owned);
+            println!(
+                "proved block={} prover={} latency_ms={} proof={}",
+                proof.block, proof.prover, proof.latency_ms, shown
+            );
+        }
+    }
+
+    fn print_failure(&self, block: Option<u64>, letter: &DeadLetter) {
+        if self.json {
+            println!(
+                "{}",
+                json!({"event": "failed", "block": block, "queue": letter.queue, "error": letter.error})
+            );
+        } else {
+            let block = block.map_or_else(|| "?".to_owned(), |b| b.to_string());
+            println!(
+                "failed block={block} queue={} error={}",
+                letter.queue,
+                letter.error.replace('\n', " ")
+            );
+        }
+    }
+
+    fn settle(&mut self, block: u64) {
+        let Some(pending) = &mut self.pending else {
+            return;
+        };
+        pending.remove(&block);
+        if pending.is_empty() {
+            tracing::info!(
+                proved = self.proved,
+                failed = self.failed.len(),
+                "range done"
+            );
+            System::current().stop_with_code(if self.failed.is_empty() { 0 } else { 1 });
+        }
+    }
+}
+
+impl Actor for Reporter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for Reporter {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(delivery): Inbound, _ctx: &mut Self::Context) {
+        if delivery.queue == queues::DEAD_LETTER {
+            match serde_json::from_slice::<DeadLetter>(&delivery.payload) {
+                Ok(letter) => {
+                    let block = block_of_payload(letter.payload.as_bytes());
+                    self.print_failure(block, &letter);
+                    if let Some(block) = block {
+                        self.failed.insert(block);
+                        self.settle(block);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "unreadable dead letter"),
+            }
+            return;
+        }
+        match serde_json::from_slice::<CompletedProof>(&delivery.payload) {
+            Ok(proof) => {
+                self.print_proof(&proof);
+                self.proved += 1;
+                if !self.failed.contains(&proof.block) {
+                    self.settle(proof.block);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "unreadable completed proof"),
+        }
+    }
+}
