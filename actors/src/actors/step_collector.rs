@@ -81,7 +81,10 @@ impl Handler<Inbound> for StepCollector {
                 return settle_now(self, async move { delivery.ack.reject(&reason).await });
             }
         };
-        let key = step.group_id.to_string();
+        let key = match &step.group_id {
+            serde_json::Value::String(id) => id.clone(),
+            other => other.to_string(),
+        };
         let group = self.groups.entry(key.clone()).or_default();
         if self.done.contains(&key) || group.steps.contains_key(&step.task_id) {
             tracing::debug!(group = %key, task = %step.task_id, "duplicate step proof ignored");

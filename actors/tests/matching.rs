@@ -1,0 +1,203 @@
+//! ProofMatcher and StepCollector at the actor level, through the local bus.
+
+mod common;
+
+use std::sync::Arc;
+
+use actix::Actor;
+use common::{assert_quiet, next_within};
+use orchestrator_actors::actors::{MatchBook, ProofMatcher, StepCollector, pump};
+use orchestrator_actors::edges::Publisher;
+use orchestrator_actors::edges::local::{LocalBus, LocalSource};
+use orchestrator_actors::messages::{BlockProof, CompletedProof, DeadLetter, Envelope, queues};
+use serde_json::{Value, json};
+
+fn proof(block: u64, prover: &str) -> BlockProof {
+    serde_json::from_value(json!({"block": block, "proof": "0xff", "prover": prover})).unwrap()
+}
+
+/// A matcher fed from the bus; returns the bus, completed proofs and dead letters.
+fn matcher() -> (LocalBus, LocalSource, LocalSource) {
+    let bus = LocalBus::new();
+    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
+    let completed = bus.subscribe(&[queues::COMPLETED_PROOFS]);
+    let dead = bus.subscribe(&[queues::DEAD_LETTER]);
+    let addr = ProofMatcher::new(Arc::new(bus.clone()), vec![]).start();
+    pump(Box::new(input), addr.recipient());
+    (bus, completed, dead)
+}
+
+async fn send(bus: &LocalBus, queue: &str, id: &str, payload: Value) {
+    bus.publish(queue, Envelope::new(id, payload.to_string()))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn book_pairs_early_proofs_and_tracks_expected_provers() {
+    let mut book = MatchBook::new(["sp1".to_owned(), "zisk".to_owned()]);
+    assert!(book.on_proof(proof(10, "sp1")).is_none(), "no block yet");
+    assert!(book.on_proof(proof(10, "sp1")).is_none());
+    let released = book.on_block(10);
+    assert_eq!(released.len(), 1, "early proof released once: {released:?}");
+    assert!(!book.fully_proved(10));
+    assert!(
+        book.on_proof(proof(10, "sp1")).is_none(),
+        "duplicate after match"
+    );
+    assert_eq!(book.on_proof(proof(10, "zisk")).unwrap().prover, "zisk");
+    assert!(book.fully_proved(10));
+    assert!(
+        book.on_block(10).is_empty(),
+        "re-announced block releases nothing"
+    );
+}
+
+#[actix_rt::test]
+async fn matcher_pairs_proofs_that_arrive_before_their_block() {
+    let (bus, mut completed, _dead) = matcher();
+    send(
+        &bus,
+        queues::BLOCK_PROOFS,
+        "p-5",
+        json!({"block": 5, "proof": "0xaa", "prover": "sp1", "cycles": 7}),
+    )
+    .await;
+    send(
+        &bus,
+        queues::BLOCK_PROOFS,
+        "p-6",
+        json!({"block": 6, "proof": "0xbb", "prover": "sp1"}),
+    )
+    .await;
+    assert_quiet(&mut completed).await;
+    bus.publish(queues::BLOCKS, Envelope::block(5))
+        .await
+        .unwrap();
+    let done: CompletedProof =
+        serde_json::from_slice(&next_within(&mut completed, 5).await.payload).unwrap();
+    assert_eq!(
+        (done.block, done.prover.as_str(), done.proof.clone()),
+        (5, "sp1", json!("0xaa"))
+    );
+    assert_quiet(&mut completed).await;
+}
+
+#[actix_rt::test]
+async fn matcher_emits_each_block_and_prover_once() {
+    let (bus, mut completed, _dead) = matcher();
+    bus.publish(queues::BLOCKS, Envelope::block(7))
+        .await
+        .unwrap();
+    for (id, prover) in [("a", "sp1"), ("b", "risc0"), ("c", "sp1")] {
+        send(
+            &bus,
+            queues::BLOCK_PROOFS,
+            id,
+            json!({"block": 7, "proof": "0x1", "prover": prover}),
+        )
+        .await;
+    }
+    let mut provers = Vec::new();
+    for _ in 0..2 {
+        let done: CompletedProof =
+            serde_json::from_slice(&next_within(&mut completed, 5).await.payload).unwrap();
+        provers.push(done.prover);
+    }
+    assert_eq!(provers, ["sp1", "risc0"]);
+    assert_quiet(&mut completed).await;
+}
+
+#[actix_rt::test]
+async fn matcher_dead_letters_malformed_messages_and_goes_on() {
+    let (bus, mut completed, mut dead) = matcher();
+    send(&bus, queues::BLOCK_PROOFS, "bad", json!({"proof": "0x1"})).await;
+    bus.publish(queues::BLOCKS, Envelope::new("bad-block", "\"soon\""))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let letter: DeadLetter =
+            serde_json::from_slice(&next_within(&mut dead, 5).await.payload).unwrap();
+        assert!(letter.error.starts_with("not a block"), "{}", letter.error);
+    }
+    bus.publish(queues::BLOCKS, Envelope::block(1))
+        .await
+        .unwrap();
+    send(
+        &bus,
+        queues::BLOCK_PROOFS,
+        "good",
+        json!({"block": 1, "proof": "0x1", "prover": "p"}),
+    )
+    .await;
+    next_within(&mut completed, 5).await;
+}
+
+fn step(group: u64, task: &str) -> Value {
+    json!({"data": {"block": group, "proof": "0xff", "prover": "p"}, "task_id": task, "group_id": group})
+}
+
+/// A step collector for groups of `n`; returns the bus, groups and dead letters.
+fn collector(n: usize) -> (LocalBus, LocalSource, LocalSource) {
+    let bus = LocalBus::new();
+    let input = bus.subscribe(&[queues::STEP_PROOFS]);
+    let groups = bus.subscribe(&[queues::COLLECTED_STEP_PROOFS]);
+    let dead = bus.subscribe(&[queues::DEAD_LETTER]);
+    let addr = StepCollector::new(n, Arc::new(bus.clone())).start();
+    pump(Box::new(input), addr.recipient());
+    (bus, groups, dead)
+}
+
+#[actix_rt::test]
+async fn collector_groups_by_group_id_and_ignores_duplicates() {
+    let (bus, mut groups, _dead) = collector(3);
+    // Two groups interleaved, with a duplicate task in each.
+    let sends = [
+        (1, "s0"),
+        (2, "s0"),
+        (1, "s1"),
+        (1, "s1"),
+        (2, "s1"),
+        (2, "s0"),
+        (1, "s2"),
+    ];
+    for (n, (group, task)) in sends.iter().enumerate() {
+        send(
+            &bus,
+            queues::STEP_PROOFS,
+            &format!("m{n}"),
+            step(*group, task),
+        )
+        .await;
+    }
+    let first = next_within(&mut groups, 5).await;
+    assert_eq!(first.id, "group-1");
+    let steps: Vec<Value> = serde_json::from_slice(&first.payload).unwrap();
+    let tasks: Vec<&str> = steps
+        .iter()
+        .map(|s| s["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["s0", "s1", "s2"]);
+    assert!(steps.iter().all(|s| s["group_id"] == 1));
+    assert_quiet(&mut groups).await;
+
+    send(&bus, queues::STEP_PROOFS, "late-dup", step(1, "s0")).await;
+    send(&bus, queues::STEP_PROOFS, "m-last", step(2, "s2")).await;
+    assert_eq!(next_within(&mut groups, 5).await.id, "group-2");
+    assert_quiet(&mut groups).await;
+}
+
+#[actix_rt::test]
+async fn collector_dead_letters_malformed_step_proofs() {
+    let (bus, mut groups, mut dead) = collector(1);
+    send(&bus, queues::STEP_PROOFS, "bad", json!({"task_id": "s0"})).await;
+    let letter: DeadLetter =
+        serde_json::from_slice(&next_within(&mut dead, 5).await.payload).unwrap();
+    assert!(
+        letter.error.contains("not a step proof"),
+        "{}",
+        letter.error
+    );
+    send(&bus, queues::STEP_PROOFS, "good", step(4, "s0")).await;
+    assert_eq!(next_within(&mut groups, 5).await.id, "group-4");
+}
