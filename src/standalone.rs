@@ -53,7 +53,7 @@ impl Plan {
         let (from, to) = (self.settings.next_block?, self.settings.to_block?);
         Some(
             (from..=to)
-                .filter(|b| b % self.settings.every == 0)
+                .filter(|b| b.is_multiple_of(self.settings.every))
                 .collect(),
         )
     }

@@ -158,7 +158,7 @@ async fn announce_due(
                 more: true,
             };
         }
-        if next % config.every == 0 {
+        if next.is_multiple_of(config.every) {
             if let Err(error) = publisher
                 .publish(&config.queue, Envelope::block(next))
                 .await
@@ -226,7 +226,7 @@ mod tests {
         async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
             let mut calls = self.calls.lock().unwrap();
             *calls += 1;
-            if self.fail_every > 0 && *calls % self.fail_every == 0 {
+            if self.fail_every > 0 && calls.is_multiple_of(self.fail_every) {
                 return Err(EdgeError::Publish {
                     queue: queue.into(),
                     id: message.id,
