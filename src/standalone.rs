@@ -11,7 +11,7 @@ use orchestrator_actors::actors::{
     BlockWatcher, PoolConfig, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
 };
 use orchestrator_actors::backoff::Backoff;
-use orchestrator_actors::edges::local::LocalBus;
+use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::{RpcChain, redact};
 use orchestrator_actors::messages::queues::*;
@@ -98,7 +98,12 @@ impl Plan {
 
         let reporter = Reporter::new(s.json, range).start();
         pump(Box::new(report_input), reporter.recipient());
-        let matcher = ProofMatcher::new(publisher.clone(), Vec::new()).start();
+        let matcher = ProofMatcher::new(
+            Arc::new(MemoryMatchStore::default()),
+            publisher.clone(),
+            Vec::new(),
+        )
+        .start();
         pump(Box::new(matcher_input), matcher.recipient());
 
         let pool = PoolConfig {

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use actix::Actor;
 use common::{assert_quiet, next_within};
-use orchestrator_actors::actors::{MatchBook, ProofMatcher, StepCollector, pump};
+use std::collections::BTreeSet;
+
+use orchestrator_actors::actors::{BlockRecord, ProofMatcher, StepCollector, pump};
 use orchestrator_actors::edges::Publisher;
-use orchestrator_actors::edges::local::{LocalBus, LocalSource};
+use orchestrator_actors::edges::local::{LocalBus, LocalSource, MemoryMatchStore};
 use orchestrator_actors::messages::{BlockProof, CompletedProof, DeadLetter, Envelope, queues};
 use serde_json::{Value, json};
 
@@ -19,12 +21,17 @@ fn proof(block: u64, prover: &str) -> BlockProof {
 /// A matcher fed from the bus; returns the bus, completed proofs and dead letters.
 fn matcher() -> (LocalBus, LocalSource, LocalSource) {
     let bus = LocalBus::new();
-    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
     let completed = bus.subscribe(&[queues::COMPLETED_PROOFS]);
     let dead = bus.subscribe(&[queues::DEAD_LETTER]);
-    let addr = ProofMatcher::new(Arc::new(bus.clone()), vec![]).start();
-    pump(Box::new(input), addr.recipient());
+    start_matcher(&bus, Arc::new(MemoryMatchStore::default()));
     (bus, completed, dead)
+}
+
+fn start_matcher(bus: &LocalBus, store: Arc<MemoryMatchStore>) -> actix::Addr<ProofMatcher> {
+    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
+    let addr = ProofMatcher::new(store, Arc::new(bus.clone()), vec![]).start();
+    pump(Box::new(input), addr.clone().recipient());
+    addr
 }
 
 async fn send(bus: &LocalBus, queue: &str, id: &str, payload: Value) {
@@ -34,23 +41,79 @@ async fn send(bus: &LocalBus, queue: &str, id: &str, payload: Value) {
 }
 
 #[test]
-fn book_pairs_early_proofs_and_tracks_expected_provers() {
-    let mut book = MatchBook::new(["sp1".to_owned(), "zisk".to_owned()]);
-    assert!(book.on_proof(proof(10, "sp1")).is_none(), "no block yet");
-    assert!(book.on_proof(proof(10, "sp1")).is_none());
-    let released = book.on_block(10);
-    assert_eq!(released.len(), 1, "early proof released once: {released:?}");
-    assert!(!book.fully_proved(10));
+fn record_pairs_early_proofs_and_tracks_expected_provers() {
+    let expected: BTreeSet<String> = ["sp1".to_owned(), "zisk".to_owned()].into();
+    let mut record = BlockRecord::default();
     assert!(
-        book.on_proof(proof(10, "sp1")).is_none(),
+        record.on_proof(proof(10, "sp1"), 1_000).is_none(),
+        "no block yet"
+    );
+    assert!(record.on_proof(proof(10, "sp1"), 1_000).is_none());
+    let released = record.on_block(1_500);
+    assert_eq!(released.len(), 1, "early proof released once: {released:?}");
+    assert!(!record.fully_proved(&expected));
+    assert!(
+        record.on_proof(proof(10, "sp1"), 2_000).is_none(),
         "duplicate after match"
     );
-    assert_eq!(book.on_proof(proof(10, "zisk")).unwrap().prover, "zisk");
-    assert!(book.fully_proved(10));
+    assert_eq!(
+        record
+            .on_proof(proof(10, "zisk"), 2_000)
+            .unwrap()
+            .latency_ms,
+        500
+    );
+    assert!(record.fully_proved(&expected));
     assert!(
-        book.on_block(10).is_empty(),
+        record.on_block(3_000).is_empty(),
         "re-announced block releases nothing"
     );
+}
+
+#[actix_rt::test]
+async fn matcher_state_survives_a_restart() {
+    let store = Arc::new(MemoryMatchStore::default());
+    let before = LocalBus::new();
+    let mut completed = before.subscribe(&[queues::COMPLETED_PROOFS]);
+    start_matcher(&before, store.clone());
+    before
+        .publish(queues::BLOCKS, Envelope::block(3))
+        .await
+        .unwrap();
+    send(
+        &before,
+        queues::BLOCK_PROOFS,
+        "p1",
+        json!({"block": 3, "proof": "0x1", "prover": "sp1"}),
+    )
+    .await;
+    next_within(&mut completed, 5).await;
+
+    // A new matcher on a new bus, sharing only the store: a restarted process.
+    let after = LocalBus::new();
+    let mut completed = after.subscribe(&[queues::COMPLETED_PROOFS]);
+    start_matcher(&after, store);
+    send(
+        &after,
+        queues::BLOCK_PROOFS,
+        "p1",
+        json!({"block": 3, "proof": "0x1", "prover": "sp1"}),
+    )
+    .await;
+    send(
+        &after,
+        queues::BLOCK_PROOFS,
+        "p2",
+        json!({"block": 3, "proof": "0x2", "prover": "zisk"}),
+    )
+    .await;
+    let done: CompletedProof =
+        serde_json::from_slice(&next_within(&mut completed, 5).await.payload).unwrap();
+    assert_eq!(
+        done.prover, "zisk",
+        "the block is still known and sp1 is not matched twice"
+    );
+    assert_quiet(&mut completed).await;
 }
 
 #[actix_rt::test]

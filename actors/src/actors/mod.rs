@@ -7,7 +7,7 @@ mod prover_worker;
 mod step_collector;
 
 pub use block_watcher::{BlockWatcher, WatcherConfig};
-pub use proof_matcher::{MatchBook, ProofMatcher};
+pub use proof_matcher::{BlockRecord, MatchStore, ProofMatcher};
 pub use prover_pool::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 pub use prover_worker::{ProverWorker, RunJob};
 pub use step_collector::StepCollector;

@@ -1,82 +1,55 @@
 //! Pairs proofs with the blocks they prove and emits completed proofs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::edges::{Delivery, Publisher};
+use crate::edges::{Delivery, EdgeError, Publisher};
 use crate::messages::{BlockProof, CompletedProof, Envelope, Inbound, queues};
 
-/// Blocks remembered by the matcher; older ones are forgotten first.
-const DEFAULT_WINDOW: usize = 50_000;
-
-/// The matcher's state, free of any actor or transport so it can be tested
-/// and persisted on its own.
-#[derive(Debug)]
-pub struct MatchBook {
-    /// Announced blocks → when they were announced and who proved them.
-    blocks: BTreeMap<u64, BlockEntry>,
-    /// Proofs that arrived before their block, by block.
-    early: BTreeMap<u64, Vec<BlockProof>>,
-    expected: BTreeSet<String>,
-    window: usize,
+/// What the matcher knows of one block. Kept in a [`MatchStore`], so a
+/// restarted matcher picks up where it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// When the block was announced (ms since the Unix epoch); `None` while
+    /// only proofs have arrived.
+    pub announced_ms: Option<u64>,
+    /// Provers whose proof of this block was matched and published.
+    pub provers: BTreeSet<String>,
+    /// Proofs that arrived before the block, one per prover.
+    pub early: Vec<BlockProof>,
 }
 
-#[derive(Debug)]
-struct BlockEntry {
-    announced: Instant,
-    provers: BTreeSet<String>,
-}
-
-impl MatchBook {
-    /// A book that considers a block fully proved once every prover in
-    /// `expected` delivered (or after the first proof, if `expected` is empty).
-    pub fn new(expected: impl IntoIterator<Item = String>) -> Self {
-        Self {
-            blocks: BTreeMap::new(),
-            early: BTreeMap::new(),
-            expected: expected.into_iter().collect(),
-            window: DEFAULT_WINDOW,
-        }
-    }
-
-    /// Records an announced block; returns the proofs that were waiting for it.
-    pub fn on_block(&mut self, block: u64) -> Vec<CompletedProof> {
-        if self.blocks.contains_key(&block) {
+impl BlockRecord {
+    /// The block was announced: returns the early proofs, now matched.
+    pub fn on_block(&mut self, now_ms: u64) -> Vec<CompletedProof> {
+        if self.announced_ms.is_some() {
             return Vec::new();
         }
-        self.blocks.insert(
-            block,
-            BlockEntry {
-                announced: Instant::now(),
-                provers: BTreeSet::new(),
-            },
-        );
-        let waiting = self.early.remove(&block).unwrap_or_default();
-        let completed = waiting
+        self.announced_ms = Some(now_ms);
+        std::mem::take(&mut self.early)
             .into_iter()
-            .filter_map(|proof| self.on_proof(proof))
-            .collect();
-        self.forget_old();
-        completed
+            .filter_map(|proof| self.on_proof(proof, now_ms))
+            .collect()
     }
 
-    /// Records a proof; returns it matched if its block is known and this
-    /// prover had not delivered it yet. Early proofs wait for their block.
-    pub fn on_proof(&mut self, proof: BlockProof) -> Option<CompletedProof> {
-        let Some(entry) = self.blocks.get_mut(&proof.block) else {
-            let waiting = self.early.entry(proof.block).or_default();
-            if !waiting.iter().any(|p| p.prover == proof.prover) {
-                waiting.push(proof);
+    /// A proof arrived: returns it matched if the block is known and this
+    /// prover had not delivered yet; keeps it for later if the block is not.
+    pub fn on_proof(&mut self, proof: BlockProof, now_ms: u64) -> Option<CompletedProof> {
+        let Some(announced) = self.announced_ms else {
+            if !self.early.iter().any(|p| p.prover == proof.prover) {
+                self.early.push(proof);
             }
             return None;
         };
-        if !entry.provers.insert(proof.prover.clone()) {
+        if !self.provers.insert(proof.prover.clone()) {
             return None;
         }
-        let latency_ms = entry.announced.elapsed().as_millis() as u64;
+        let latency_ms = now_ms.saturating_sub(announced);
         Some(CompletedProof {
             block: proof.block,
             prover: proof.prover,
@@ -85,55 +58,61 @@ impl MatchBook {
         })
     }
 
-    /// Whether every expected prover delivered a proof of `block`.
-    pub fn fully_proved(&self, block: u64) -> bool {
-        self.blocks.get(&block).is_some_and(|entry| {
-            if self.expected.is_empty() {
-                !entry.provers.is_empty()
-            } else {
-                self.expected.is_subset(&entry.provers)
-            }
-        })
-    }
-
-    fn forget_old(&mut self) {
-        while self.blocks.len() > self.window {
-            self.blocks.pop_first();
+    /// Whether every prover in `expected` delivered (any one, if empty).
+    pub fn fully_proved(&self, expected: &BTreeSet<String>) -> bool {
+        if expected.is_empty() {
+            !self.provers.is_empty()
+        } else {
+            expected.is_subset(&self.provers)
         }
-        let oldest = self.blocks.keys().next().copied().unwrap_or(0);
-        self.early.retain(|&block, _| block >= oldest);
     }
+}
+
+/// Where the matcher keeps its [`BlockRecord`]s: in memory for standalone
+/// mode, in a JetStream key-value bucket in role mode.
+#[async_trait]
+pub trait MatchStore: Send + Sync {
+    /// The record of `block`, if any.
+    async fn load(&self, block: u64) -> Result<Option<BlockRecord>, EdgeError>;
+    /// Stores the record of `block`.
+    async fn save(&self, block: u64, record: &BlockRecord) -> Result<(), EdgeError>;
 }
 
 /// Consumes block announcements and block proofs, and publishes one
 /// [`CompletedProof`] per block and prover to the completed-proofs queue.
 ///
-/// A completed proof that cannot be published is kept and published again
-/// with the next message or tick; the message that produced it is acked, as
-/// its effect is in the book.
+/// Each message is handled to the end before the next: load the block's
+/// record, publish what it completes, save the record, ack. A failure on the
+/// way naks the message, and the redelivery redoes it; publish ids make the
+/// repeated publish harmless.
 pub struct ProofMatcher {
-    book: MatchBook,
+    store: Arc<dyn MatchStore>,
     publisher: Arc<dyn Publisher>,
+    expected: Arc<BTreeSet<String>>,
     blocks_queue: String,
     output_queue: String,
-    unpublished: Vec<CompletedProof>,
 }
 
-/// Retry publishing completed proofs that failed to publish.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Flush;
+/// What one message means to the matcher.
+enum Event {
+    Block(u64),
+    Proof(BlockProof),
+}
 
 impl ProofMatcher {
-    /// A matcher reading announcements from the blocks queue (any other queue
-    /// carries proofs) and expecting proofs from `expected` provers.
-    pub fn new(publisher: Arc<dyn Publisher>, expected: Vec<String>) -> Self {
+    /// A matcher keeping state in `store`, expecting proofs from `expected`
+    /// provers (any, if empty).
+    pub fn new(
+        store: Arc<dyn MatchStore>,
+        publisher: Arc<dyn Publisher>,
+        expected: Vec<String>,
+    ) -> Self {
         Self {
-            book: MatchBook::new(expected),
+            store,
             publisher,
+            expected: Arc::new(expected.into_iter().collect()),
             blocks_queue: queues::BLOCKS.to_owned(),
             output_queue: queues::COMPLETED_PROOFS.to_owned(),
-            unpublished: Vec::new(),
         }
     }
 
@@ -145,99 +124,98 @@ impl ProofMatcher {
         self
     }
 
-    fn take(&mut self, delivery: &Delivery) -> Result<Vec<CompletedProof>, String> {
+    fn parse(&self, delivery: &Delivery) -> Result<Event, String> {
         if delivery.queue == self.blocks_queue {
-            let block: u64 = serde_json::from_slice(&delivery.payload)
-                .map_err(|e| format!("not a block number: {e}"))?;
-            return Ok(self.book.on_block(block));
+            return serde_json::from_slice(&delivery.payload)
+                .map(Event::Block)
+                .map_err(|e| format!("not a block number: {e}"));
         }
-        let proof: BlockProof = serde_json::from_slice(&delivery.payload)
-            .map_err(|e| format!("not a block proof: {e}"))?;
-        Ok(self.book.on_proof(proof).into_iter().collect())
+        serde_json::from_slice(&delivery.payload)
+            .map(Event::Proof)
+            .map_err(|e| format!("not a block proof: {e}"))
     }
-
-    /// Publishes what is pending plus what `delivery` completes, then settles
-    /// the delivery.
-    fn process(&mut self, delivery: Option<Delivery>) -> AtomicResponse<Self, ()> {
-        let mut batch = std::mem::take(&mut self.unpublished);
-        let mut malformed = None;
-        if let Some(delivery) = &delivery {
-            match self.take(delivery) {
-                Ok(completed) => batch.extend(completed),
-                Err(reason) => malformed = Some(reason),
-            }
-        }
-        let publisher = self.publisher.clone();
-        let output = self.output_queue.clone();
-        let work = async move {
-            let failed = publish_all(publisher.as_ref(), &output, batch).await;
-            if let Some(delivery) = delivery {
-                let settled = match malformed {
-                    Some(reason) => {
-                        tracing::warn!(id = %delivery.id, queue = %delivery.queue, %reason, "malformed message dead-lettered");
-                        delivery.ack.reject(&reason).await
-                    }
-                    None => delivery.ack.ack().await,
-                };
-                if let Err(error) = settled {
-                    tracing::warn!(%error, "could not settle a message; it will be redelivered");
-                }
-            }
-            failed
-        };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|failed, matcher, _| {
-            matcher.unpublished.extend(failed);
-        })))
-    }
-}
-
-/// Publishes each completed proof; returns the ones that failed.
-async fn publish_all(
-    publisher: &dyn Publisher,
-    queue: &str,
-    batch: Vec<CompletedProof>,
-) -> Vec<CompletedProof> {
-    let mut failed = Vec::new();
-    for proof in batch {
-        let id = format!("completed-{}-{}", proof.block, proof.prover);
-        let payload = serde_json::to_vec(&proof).expect("completed proof serializes");
-        match publisher.publish(queue, Envelope::new(id, payload)).await {
-            Ok(()) => {
-                tracing::info!(block = proof.block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched")
-            }
-            Err(error) => {
-                tracing::warn!(block = proof.block, %error, "could not publish a completed proof; will retry");
-                failed.push(proof);
-            }
-        }
-    }
-    failed
 }
 
 impl Actor for ProofMatcher {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(std::time::Duration::from_secs(2), |matcher, ctx| {
-            if !matcher.unpublished.is_empty() {
-                ctx.address().do_send(Flush);
-            }
-        });
-    }
 }
 
 impl Handler<Inbound> for ProofMatcher {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, Inbound(delivery): Inbound, _ctx: &mut Self::Context) -> Self::Result {
-        self.process(Some(delivery))
+        let event = self.parse(&delivery);
+        let (store, publisher) = (self.store.clone(), self.publisher.clone());
+        let (expected, output) = (self.expected.clone(), self.output_queue.clone());
+        let work = async move {
+            let event = match event {
+                Ok(event) => event,
+                Err(reason) => {
+                    tracing::warn!(id = %delivery.id, queue = %delivery.queue, %reason, "malformed message dead-lettered");
+                    if let Err(error) = delivery.ack.reject(&reason).await {
+                        tracing::warn!(%error, "could not dead-letter a malformed message");
+                    }
+                    return;
+                }
+            };
+            let settled = match apply(
+                event,
+                store.as_ref(),
+                publisher.as_ref(),
+                &expected,
+                &output,
+            )
+            .await
+            {
+                Ok(()) => delivery.ack.ack().await,
+                Err(error) => {
+                    tracing::warn!(id = %delivery.id, %error, "matching failed; the message will be redelivered");
+                    delivery.ack.nak(Duration::from_secs(1)).await
+                }
+            };
+            if let Err(error) = settled {
+                tracing::warn!(%error, "could not settle a message; the source will redeliver it");
+            }
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self)))
     }
 }
 
-impl Handler<Flush> for ProofMatcher {
-    type Result = AtomicResponse<Self, ()>;
-
-    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) -> Self::Result {
-        self.process(None)
+/// Applies one event: load, publish what it completes, save.
+async fn apply(
+    event: Event,
+    store: &dyn MatchStore,
+    publisher: &dyn Publisher,
+    expected: &BTreeSet<String>,
+    output: &str,
+) -> Result<(), EdgeError> {
+    let now = now_ms();
+    let block = match &event {
+        Event::Block(block) => *block,
+        Event::Proof(proof) => proof.block,
+    };
+    let mut record = store.load(block).await?.unwrap_or_default();
+    let completed = match event {
+        Event::Block(_) => record.on_block(now),
+        Event::Proof(proof) => record.on_proof(proof, now).into_iter().collect(),
+    };
+    for proof in &completed {
+        let id = format!("completed-{}-{}", proof.block, proof.prover);
+        let payload = serde_json::to_vec(proof).expect("completed proof serializes");
+        publisher
+            .publish(output, Envelope::new(id, payload))
+            .await?;
+        tracing::info!(block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched");
     }
+    store.save(block, &record).await?;
+    if !completed.is_empty() && !expected.is_empty() && record.fully_proved(expected) {
+        tracing::info!(block, provers = ?record.provers, "block proved by every expected prover");
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
+use crate::actors::{BlockRecord, MatchStore};
 use crate::messages::{DeadLetter, Envelope, queues};
 
 /// How many recent ids per queue are remembered for deduplication.
@@ -186,6 +187,36 @@ impl AckHandle for LocalAck {
         self.bus
             .publish(queues::DEAD_LETTER, Envelope::new(id, payload))
             .await
+    }
+}
+
+/// Blocks an in-memory match store remembers; the oldest go first.
+const MATCH_WINDOW: usize = 50_000;
+
+/// The matcher's state for standalone mode: in memory, bounded.
+#[derive(Default)]
+pub struct MemoryMatchStore {
+    records: Mutex<std::collections::BTreeMap<u64, BlockRecord>>,
+}
+
+#[async_trait]
+impl MatchStore for MemoryMatchStore {
+    async fn load(&self, block: u64) -> Result<Option<BlockRecord>, EdgeError> {
+        Ok(self
+            .records
+            .lock()
+            .expect("store lock")
+            .get(&block)
+            .cloned())
+    }
+
+    async fn save(&self, block: u64, record: &BlockRecord) -> Result<(), EdgeError> {
+        let mut records = self.records.lock().expect("store lock");
+        records.insert(block, record.clone());
+        while records.len() > MATCH_WINDOW {
+            records.pop_first();
+        }
+        Ok(())
     }
 }
 
