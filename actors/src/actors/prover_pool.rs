@@ -280,6 +280,15 @@ async fn settle(
         let reason = format!("no route for queue {}", delivery.queue);
         return (reject(&delivery, &reason).await, false);
     };
+    if delivery.attempt > config.max_attempts {
+        // Only a crash of this process mid-job gets a message here: do not
+        // let a message that kills its prover's host loop forever.
+        let reason = format!(
+            "delivered {} times, more than the {} attempts allowed; earlier attempts ended without an answer",
+            delivery.attempt, config.max_attempts
+        );
+        return (reject(&delivery, &reason).await, false);
+    }
     let started = Instant::now();
     let run = worker.send(RunJob {
         id: delivery.id.clone(),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -18,7 +19,7 @@ const DONE_WINDOW: usize = 10_000;
 #[derive(Default)]
 struct Group {
     steps: BTreeMap<String, serde_json::Value>,
-    acks: Vec<Box<dyn AckHandle>>,
+    acks: Vec<Arc<dyn AckHandle>>,
 }
 
 /// Collects `num_inputs` step proofs per `group_id` (duplicates by `task_id`
@@ -30,6 +31,8 @@ pub struct StepCollector {
     groups: HashMap<String, Group>,
     done: HashSet<String>,
     done_order: VecDeque<String>,
+    /// How often held step proofs are reported in progress to their source.
+    keepalive: Duration,
 }
 
 impl StepCollector {
@@ -42,7 +45,15 @@ impl StepCollector {
             groups: HashMap::new(),
             done: HashSet::new(),
             done_order: VecDeque::new(),
+            keepalive: Duration::from_secs(10),
         }
+    }
+
+    /// Reports held step proofs in progress every `every` (default 10 s), so
+    /// their source does not redeliver them while the group fills.
+    pub fn with_keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = every.max(Duration::from_millis(10));
+        self
     }
 
     /// Publishes groups to `queue` instead of the default.
@@ -64,6 +75,26 @@ impl StepCollector {
 
 impl Actor for StepCollector {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.keepalive, |collector, _ctx| {
+            let held: Vec<Arc<dyn AckHandle>> = collector
+                .groups
+                .values()
+                .flat_map(|g| g.acks.iter().cloned())
+                .collect();
+            if held.is_empty() {
+                return;
+            }
+            actix::spawn(async move {
+                for ack in held {
+                    if let Err(error) = ack.in_progress().await {
+                        tracing::debug!(%error, "in-progress ack for a held step proof failed");
+                    }
+                }
+            });
+        });
+    }
 }
 
 impl Handler<Inbound> for StepCollector {
@@ -96,7 +127,7 @@ impl Handler<Inbound> for StepCollector {
         let raw: serde_json::Value =
             serde_json::from_slice(&delivery.payload).expect("parsed above");
         group.steps.insert(step.task_id, raw);
-        group.acks.push(delivery.ack);
+        group.acks.push(Arc::from(delivery.ack));
         if group.steps.len() < self.num_inputs {
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
@@ -112,7 +143,7 @@ impl Handler<Inbound> for StepCollector {
             for ack in &group.acks {
                 let settled = match &published {
                     Ok(()) => ack.ack().await,
-                    Err(_) => ack.nak(std::time::Duration::from_secs(1)).await,
+                    Err(_) => ack.nak(Duration::from_secs(1)).await,
                 };
                 if let Err(error) = settled {
                     tracing::warn!(%error, "could not settle a step proof");
