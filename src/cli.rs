@@ -34,58 +34,126 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Standalone mode: watch, prove, match and print, all in this process.
-    Run(RunArgs),
+    Run(Flags),
+    /// Create the JetStream stream and key-value bucket (idempotent).
+    Init(Flags),
+    /// Role: announce finalized blocks on NATS.
+    BlockWatcher(Flags),
+    /// Role: run a pool of prover workers on jobs from NATS.
+    Prover(Flags),
+    /// Role: match block proofs to blocks and publish completed proofs.
+    ProofMatcher(Flags),
+    /// Role: group step proofs by group_id for the aggregator.
+    StepCollector(Flags),
+    /// Template name: block-watcher, proof-matcher or step-collector, by STRATEGY=Block|Proof|Match.
+    Collector(Flags),
+    /// Template name of the prover role.
+    Dispatcher(Flags),
 }
 
-/// Flags of `orchestrator run`; each one also has a TOML key and an
-/// environment variable (see README.md).
+impl Command {
+    /// The flags of whichever command was given.
+    pub fn flags(&self) -> &Flags {
+        match self {
+            Command::Run(f)
+            | Command::Init(f)
+            | Command::BlockWatcher(f)
+            | Command::Prover(f)
+            | Command::ProofMatcher(f)
+            | Command::StepCollector(f)
+            | Command::Collector(f)
+            | Command::Dispatcher(f) => f,
+        }
+    }
+}
+
+/// Flags shared by every command; each also has a TOML key and an
+/// environment variable (see README.md). A command ignores the flags it has
+/// no use for.
 #[derive(Debug, Default, Args)]
-pub struct RunArgs {
+pub struct Flags {
     /// Ethereum JSON-RPC endpoint [env: L1_RPC].
-    #[arg(long)]
+    #[arg(long, help_heading = "Chain")]
     pub rpc: Option<String>,
-    /// Prover binary, run as `BINARY --input-path IN --output-path OUT` [env: BINARY].
-    #[arg(long)]
-    pub binary: Option<PathBuf>,
-    /// Prover processes run at once [env: ORCHESTRATOR_WORKERS].
-    #[arg(long)]
-    pub workers: Option<u64>,
     /// First block to prove (default: the finalized head) [env: NEXT_BLOCK].
-    #[arg(long)]
+    #[arg(long, help_heading = "Chain")]
     pub from: Option<u64>,
     /// Last block to prove; the run exits when the range is done [env: ORCHESTRATOR_TO_BLOCK].
-    #[arg(long)]
+    #[arg(long, help_heading = "Chain")]
     pub to: Option<u64>,
     /// Prove only blocks with `block % N == 0` [env: ORCHESTRATOR_EVERY].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", help_heading = "Chain")]
     pub every: Option<u64>,
+    /// Time between finalized-head polls, e.g. 12s [env: ORCHESTRATOR_POLL_INTERVAL].
+    #[arg(long, value_name = "DURATION", help_heading = "Chain")]
+    pub poll_interval: Option<String>,
+
+    /// Prover binary, run as `BINARY --input-path IN --output-path OUT` [env: BINARY].
+    #[arg(long, help_heading = "Prover")]
+    pub binary: Option<PathBuf>,
+    /// Prover processes run at once [env: ORCHESTRATOR_WORKERS].
+    #[arg(long, help_heading = "Prover")]
+    pub workers: Option<u64>,
     /// Attempts per job before it is reported failed [env: ORCHESTRATOR_MAX_ATTEMPTS].
-    #[arg(long)]
+    #[arg(long, help_heading = "Prover")]
     pub max_attempts: Option<u64>,
     /// Kill a prover run after this long, e.g. 30m [env: ORCHESTRATOR_JOB_TIMEOUT].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Prover")]
     pub job_timeout: Option<String>,
-    /// Time between finalized-head polls, e.g. 12s [env: ORCHESTRATOR_POLL_INTERVAL].
-    #[arg(long, value_name = "DURATION")]
-    pub poll_interval: Option<String>,
     /// First retry delay of a failed job; doubles each time [env: ORCHESTRATOR_RETRY_DELAY].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", help_heading = "Prover")]
     pub retry_delay: Option<String>,
+    /// Directory for job input and output files [env: ORCHESTRATOR_WORK_DIR].
+    #[arg(long, help_heading = "Prover")]
+    pub work_dir: Option<PathBuf>,
+    /// The output is a JSON array; publish each element [env: MULTIPLE_OUTPUT].
+    #[arg(long, help_heading = "Prover")]
+    pub multiple_output: bool,
     /// Multistep proving: partition, prove steps, aggregate [env: ORCHESTRATOR_MULTISTEP].
-    #[arg(long)]
+    #[arg(long, help_heading = "Prover")]
     pub multistep: bool,
     /// Steps per block in multistep mode [env: ORCHESTRATOR_STEPS].
-    #[arg(long)]
+    #[arg(long, help_heading = "Prover")]
     pub steps: Option<u64>,
+
+    /// NATS server URL; roles need it, `run` puts NATS at its edges with it [env: NATS_URL].
+    #[arg(long, help_heading = "NATS")]
+    pub nats: Option<String>,
+    /// NATS credentials file [env: NATS_CREDS]; user, password and token only by env or file.
+    #[arg(long, help_heading = "NATS")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate for the NATS server's TLS [env: NATS_CA].
+    #[arg(long, help_heading = "NATS")]
+    pub nats_ca: Option<PathBuf>,
+    /// JetStream stream [env: INPUT_STREAM, OUTPUT_STREAM].
+    #[arg(long, help_heading = "NATS")]
+    pub stream: Option<String>,
+    /// Queues to consume, comma separated [env: INPUT_QUEUE].
+    #[arg(long, help_heading = "NATS")]
+    pub input_queue: Option<String>,
+    /// Queue to publish to [env: OUTPUT_QUEUE].
+    #[arg(long, help_heading = "NATS")]
+    pub output_queue: Option<String>,
+    /// Durable consumer name: same name splits work, distinct names fan out [env: CONSUMER_NAME].
+    #[arg(long, help_heading = "NATS")]
+    pub consumer_name: Option<String>,
+
+    /// Collector strategy: Block, Proof or Match [env: STRATEGY].
+    #[arg(long, help_heading = "Collector")]
+    pub strategy: Option<String>,
+    /// Step proofs per group (Match strategy) [env: NUM_INPUTS].
+    #[arg(long, help_heading = "Collector")]
+    pub num_inputs: Option<u64>,
+    /// Provers a block waits for, comma separated [env: ORCHESTRATOR_EXPECTED_PROVERS].
+    #[arg(long, help_heading = "Collector")]
+    pub expected_provers: Option<String>,
+
     /// Print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
-    /// Directory for job input and output files [env: ORCHESTRATOR_WORK_DIR].
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
 }
 
-impl RunArgs {
+impl Flags {
     /// The flags that were given, as settings overrides.
     pub fn overrides(&self) -> Vec<Override> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
@@ -96,6 +164,16 @@ impl RunArgs {
             ("poll_interval", self.poll_interval.clone()),
             ("retry_delay", self.retry_delay.clone()),
             ("work_dir", path(&self.work_dir)),
+            ("nats_url", self.nats.clone()),
+            ("nats_creds", path(&self.nats_creds)),
+            ("nats_ca", path(&self.nats_ca)),
+            ("input_stream", self.stream.clone()),
+            ("output_stream", self.stream.clone()),
+            ("input_queue", self.input_queue.clone()),
+            ("output_queue", self.output_queue.clone()),
+            ("consumer_name", self.consumer_name.clone()),
+            ("strategy", self.strategy.clone()),
+            ("expected_provers", self.expected_provers.clone()),
         ];
         let numbers = [
             ("workers", self.workers),
@@ -104,8 +182,13 @@ impl RunArgs {
             ("every", self.every),
             ("max_attempts", self.max_attempts),
             ("steps", self.steps),
+            ("num_inputs", self.num_inputs),
         ];
-        let switches = [("multistep", self.multistep), ("json", self.json)];
+        let switches = [
+            ("multistep", self.multistep),
+            ("json", self.json),
+            ("multiple_output", self.multiple_output),
+        ];
         let text = text
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, config::Value::from(v))));

@@ -29,6 +29,30 @@ pub const KEYS: &[(&str, &str)] = &[
     ("steps", "ORCHESTRATOR_STEPS"),
     ("json", "ORCHESTRATOR_JSON"),
     ("work_dir", "ORCHESTRATOR_WORK_DIR"),
+    ("nats_url", "NATS_URL"),
+    ("nats_user", "NATS_USER"),
+    ("nats_password", "NATS_PASSWORD"),
+    ("nats_token", "NATS_TOKEN"),
+    ("nats_creds", "NATS_CREDS"),
+    ("nats_ca", "NATS_CA"),
+    ("input_stream", "INPUT_STREAM"),
+    ("output_stream", "OUTPUT_STREAM"),
+    ("input_queue", "INPUT_QUEUE"),
+    ("output_queue", "OUTPUT_QUEUE"),
+    ("consumer_name", "CONSUMER_NAME"),
+    ("executor_type", "EXECUTOR_TYPE"),
+    ("strategy", "STRATEGY"),
+    ("num_inputs", "NUM_INPUTS"),
+    ("single_output", "SINGLE_OUTPUT"),
+    ("multiple_output", "MULTIPLE_OUTPUT"),
+    (
+        "collect_timeout_period_millis",
+        "COLLECT_TIMEOUT_PERIOD_MILLIS",
+    ),
+    ("metrics_port", "METRICS_PORT"),
+    ("message_bus_type", "MESSAGE_BUS_TYPE"),
+    ("storage_type", "STORAGE_TYPE"),
+    ("expected_provers", "ORCHESTRATOR_EXPECTED_PROVERS"),
 ];
 
 /// What `orchestrator run` needs to know. Defaults suit a first run against
@@ -67,6 +91,49 @@ pub struct Settings {
     pub json: bool,
     /// Where job input/output files live; default: the system temp dir.
     pub work_dir: Option<PathBuf>,
+    /// NATS server URL(s); roles need it, `run` uses it when set.
+    pub nats_url: Option<String>,
+    /// NATS user name (with `nats_password`).
+    pub nats_user: Option<String>,
+    /// NATS password.
+    pub nats_password: Option<String>,
+    /// NATS authentication token.
+    pub nats_token: Option<String>,
+    /// NATS credentials file (JWT + NKey).
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate that signs the NATS server's TLS certificate.
+    pub nats_ca: Option<PathBuf>,
+    /// JetStream stream the queues live in.
+    pub input_stream: String,
+    /// Must name the same stream as `input_stream` (the template sets both).
+    pub output_stream: Option<String>,
+    /// Queues a role consumes, comma separated; default depends on the role.
+    pub input_queue: Option<String>,
+    /// Queue a role publishes to; default depends on the role.
+    pub output_queue: Option<String>,
+    /// Durable consumer name: same name splits work, distinct names fan out.
+    pub consumer_name: Option<String>,
+    /// How the prover binary is called; only `JsonExecutor` exists.
+    pub executor_type: String,
+    /// `collector` strategy: `Block`, `Proof` or `Match`.
+    pub strategy: Option<String>,
+    /// Step proofs per group for the `Match` strategy.
+    pub num_inputs: Option<usize>,
+    /// Accepted for template compatibility; see README.
+    pub single_output: Option<bool>,
+    /// The prover's output is an array whose elements are published one by one.
+    pub multiple_output: bool,
+    /// Accepted for template compatibility; see README.
+    pub collect_timeout_period_millis: Option<u64>,
+    /// Accepted for template compatibility; see README.
+    pub metrics_port: Option<u16>,
+    /// Accepted for template compatibility; only `NatsBasic`.
+    pub message_bus_type: Option<String>,
+    /// Accepted for template compatibility; only `Nats`.
+    pub storage_type: Option<String>,
+    /// Provers the matcher waits for before a block counts as fully proved,
+    /// comma separated.
+    pub expected_provers: Option<String>,
 }
 
 impl Default for Settings {
@@ -86,6 +153,27 @@ impl Default for Settings {
             steps: 10,
             json: false,
             work_dir: None,
+            nats_url: None,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_creds: None,
+            nats_ca: None,
+            input_stream: "modularorchestrator".to_owned(),
+            output_stream: None,
+            input_queue: None,
+            output_queue: None,
+            consumer_name: None,
+            executor_type: "JsonExecutor".to_owned(),
+            strategy: None,
+            num_inputs: None,
+            single_output: None,
+            multiple_output: false,
+            collect_timeout_period_millis: None,
+            metrics_port: None,
+            message_bus_type: None,
+            storage_type: None,
+            expected_provers: None,
         }
     }
 }
@@ -129,7 +217,8 @@ impl Settings {
                 .and_then(Config::try_deserialize)
                 .map_err(|e| {
                     anyhow::anyhow!(
-                        "invalid configuration: {e} (see the configuration table in README.md)"
+                        "invalid configuration: {} (see the configuration table in README.md)",
+                        name_env_var(e.to_string())
                     )
                 })?;
         settings.validate()?;
@@ -163,6 +252,40 @@ impl Settings {
                 "invalid configuration: a range needs a start: give --from / NEXT_BLOCK with --to"
             );
         }
+        let accepted = [
+            (
+                "executor_type",
+                Some(self.executor_type.as_str()),
+                "JsonExecutor",
+            ),
+            (
+                "message_bus_type",
+                self.message_bus_type.as_deref(),
+                "NatsBasic",
+            ),
+            ("storage_type", self.storage_type.as_deref(), "Nats"),
+        ];
+        for (key, value, only) in accepted {
+            if let Some(value) = value.filter(|v| *v != only) {
+                bail!(
+                    "invalid configuration: {} is {value:?}; the only supported value is {only}",
+                    env_name(key)
+                );
+            }
+        }
+        if let Some(output) = self
+            .output_stream
+            .as_deref()
+            .filter(|o| *o != self.input_stream)
+        {
+            bail!(
+                "invalid configuration: OUTPUT_STREAM {output:?} differs from INPUT_STREAM {:?}; one stream carries every queue, so set both to the same name",
+                self.input_stream
+            );
+        }
+        if self.num_inputs == Some(0) {
+            bail!("invalid configuration: NUM_INPUTS is 0; expected a whole number of at least 1");
+        }
         if self.job_timeout.is_zero() {
             bail!(
                 "invalid configuration: job_timeout is 0; expected a duration such as 30m ({})",
@@ -188,6 +311,37 @@ impl Settings {
             .parent()
             .context("the orchestrator executable has no directory")?;
         Ok(dir.join(name))
+    }
+}
+
+impl Settings {
+    /// Where job files live: `work_dir`, or a folder in the temp dir.
+    pub fn job_dir(&self) -> PathBuf {
+        self.work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("orchestrator-jobs"))
+    }
+
+    /// The provers a block waits for, from `expected_provers`.
+    pub fn expected_provers(&self) -> Vec<String> {
+        self.expected_provers
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// `message` with the environment variable added after the key it names.
+fn name_env_var(message: String) -> String {
+    match KEYS
+        .iter()
+        .find(|(key, _)| message.contains(&format!("`{key}`")))
+    {
+        Some((key, var)) => message.replace(&format!("`{key}`"), &format!("`{key}` ({var})")),
+        None => message,
     }
 }
 

@@ -1,27 +1,27 @@
 //! The `orchestrator` binary: parses the command line, loads settings and
-//! starts the requested mode.
+//! starts the requested mode or role.
 
 mod cli;
 mod config;
 mod report;
+mod roles;
 mod standalone;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use cli::{Cli, Command, LogFormat};
+use roles::Role;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let result = match &cli.command {
-        Command::Run(args) => config::Settings::load(cli.config.as_ref(), &env, args.overrides())
-            .and_then(standalone::run),
-    };
+    let result = start(&cli);
     // Whatever ended the run, no prover may outlive it.
     orchestrator_actors::edges::process::kill_all_provers();
     match result {
@@ -31,6 +31,49 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn start(cli: &Cli) -> anyhow::Result<i32> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let settings =
+        config::Settings::load(cli.config.as_ref(), &env, cli.command.flags().overrides())?;
+    let role = match &cli.command {
+        Command::Run(_) => {
+            let plan = standalone::Plan::new(settings)?;
+            return run_system(plan.start());
+        }
+        Command::Init(_) => Role::Init,
+        Command::BlockWatcher(_) => Role::BlockWatcher,
+        Command::Prover(_) | Command::Dispatcher(_) => Role::Prover,
+        Command::ProofMatcher(_) => Role::ProofMatcher,
+        Command::StepCollector(_) => Role::StepCollector,
+        Command::Collector(_) => Role::from_strategy(settings.strategy.as_deref())?,
+    };
+    run_system(roles::start(role, settings))
+}
+
+/// Runs an actix system (on a multi-threaded tokio runtime) that `setup`
+/// fills with actors, until a signal, a finished range or a failed setup
+/// stops it. Returns the exit code.
+fn run_system(setup: impl Future<Output = anyhow::Result<()>> + 'static) -> anyhow::Result<i32> {
+    // async-nats and reqwest each bring a rustls crypto provider; pick one.
+    let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    system.block_on(async {
+        stop_on_signal();
+        actix::spawn(async {
+            if let Err(error) = setup.await {
+                eprintln!("error: {error:#}");
+                actix::System::current().stop_with_code(2);
+            }
+        });
+    });
+    system.run_with_code().context("the actor system failed")
 }
 
 fn init_logging(format: LogFormat) {

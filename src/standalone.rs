@@ -1,23 +1,25 @@
-//! `orchestrator run`: every actor in this process, wired through the
-//! in-process bus. The same actors run as separate roles over NATS.
+//! `orchestrator run`: every actor in this process. The edges are the
+//! in-process bus, or NATS JetStream with `--nats` (the same actors either way).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use anyhow::Context as _;
 use orchestrator_actors::actors::{
-    BlockWatcher, PoolConfig, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
+    BlockWatcher, MatchStore, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
 };
 use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
+use orchestrator_actors::edges::nats::NatsBus;
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::{RpcChain, redact};
+use orchestrator_actors::edges::{JobSource, Publisher};
 use orchestrator_actors::messages::queues::*;
 
 use crate::config::Settings;
 use crate::report::Reporter;
+use crate::roles;
 
 /// Everything checked before any actor starts, so a bad setting is one
 /// clear error instead of a run that fails job after job.
@@ -27,25 +29,76 @@ pub struct Plan {
     chain: RpcChain,
 }
 
+/// The queues the actors talk through in this process.
+enum Edges {
+    Local(LocalBus),
+    Nats(NatsBus),
+}
+
+impl Edges {
+    /// A consumer group named `group` reading `queues`.
+    async fn source(
+        &self,
+        group: &str,
+        queues: &[&str],
+        s: &Settings,
+    ) -> anyhow::Result<Box<dyn JobSource>> {
+        Ok(match self {
+            Edges::Local(bus) => Box::new(bus.subscribe(queues)),
+            Edges::Nats(bus) => {
+                let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+                let name = format!("standalone-{group}");
+                Box::new(bus.source(&roles::consumer_spec(&name, &queues, s)).await?)
+            }
+        })
+    }
+
+    fn publisher(&self) -> Arc<dyn Publisher> {
+        match self {
+            Edges::Local(bus) => Arc::new(bus.clone()),
+            Edges::Nats(bus) => Arc::new(bus.publisher()),
+        }
+    }
+
+    async fn match_store(&self, s: &Settings) -> anyhow::Result<Arc<dyn MatchStore>> {
+        Ok(match self {
+            Edges::Local(_) => Arc::new(MemoryMatchStore::default()),
+            Edges::Nats(bus) => Arc::new(
+                bus.match_store(&roles::matcher_bucket(s), "standalone")
+                    .await?,
+            ),
+        })
+    }
+}
+
 impl Plan {
     /// Checks the prover binary and the RPC URL.
     pub fn new(settings: Settings) -> anyhow::Result<Self> {
-        let binary = settings.prover_binary()?;
-        let work_dir = settings
-            .work_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("orchestrator-jobs"));
-        let mut runner = ProcessRunner::new(&binary, work_dir, settings.job_timeout)?;
+        let mut runner = ProcessRunner::new(
+            &settings.prover_binary()?,
+            settings.job_dir(),
+            settings.job_timeout,
+        )?;
         if settings.multistep {
             // The bundled multistep mock reads its partition size from here.
             runner = runner.with_env("MOCK_STEPS", settings.steps.to_string());
         }
         let chain = RpcChain::new(&settings.l1_rpc)?;
-        Ok(Self {
+        let plan = Self {
             settings,
             runner,
             chain,
-        })
+        };
+        if plan.range().as_ref().is_some_and(BTreeSet::is_empty) {
+            let s = &plan.settings;
+            anyhow::bail!(
+                "the range {:?}..={:?} holds no block with block % {} == 0: nothing to prove",
+                s.next_block,
+                s.to_block,
+                s.every
+            );
+        }
+        Ok(plan)
     }
 
     /// The blocks a range run waits for, if this is one.
@@ -59,22 +112,21 @@ impl Plan {
     }
 
     /// Starts the actors. Call inside a running actix system.
-    pub fn start(self) -> anyhow::Result<()> {
+    pub async fn start(self) -> anyhow::Result<()> {
         let s = &self.settings;
-        let range = self.range();
-        if range.as_ref().is_some_and(BTreeSet::is_empty) {
-            anyhow::bail!(
-                "the range {:?}..={:?} holds no block with block % {} == 0: nothing to prove",
-                s.next_block,
-                s.to_block,
-                s.every
-            );
-        }
-        tracing::info!(rpc = %redact(&s.l1_rpc), binary = %self.runner.binary().display(), workers = s.workers, multistep = s.multistep, "starting standalone run");
-
-        let bus = LocalBus::new();
-        let publisher = Arc::new(bus.clone());
-        // Subscribe every consumer before the watcher publishes anything.
+        let edges = match &s.nats_url {
+            Some(_) => Edges::Nats(roles::connect(s, "standalone").await?),
+            None => Edges::Local(LocalBus::new()),
+        };
+        tracing::info!(
+            rpc = %redact(&s.l1_rpc),
+            binary = %self.runner.binary().display(),
+            workers = s.workers,
+            multistep = s.multistep,
+            nats = matches!(edges, Edges::Nats(_)),
+            "starting standalone run"
+        );
+        let publisher = edges.publisher();
         let routes = if s.multistep {
             vec![
                 route(BLOCKS, STEPS, true),
@@ -85,48 +137,36 @@ impl Plan {
             vec![route(BLOCKS, BLOCK_PROOFS, false)]
         };
         let inputs: Vec<&str> = routes.iter().map(|r| r.input.as_str()).collect();
-        let jobs = bus.subscribe(&inputs);
-        let matcher_input = bus.subscribe(&[BLOCKS, BLOCK_PROOFS]);
-        let report_input = bus.subscribe(&[COMPLETED_PROOFS, DEAD_LETTER]);
+        // Every consumer subscribes before the watcher publishes anything.
+        let jobs = edges.source("prover", &inputs, s).await?;
+        let matcher_input = edges
+            .source("proof-matcher", &[BLOCKS, BLOCK_PROOFS], s)
+            .await?;
+        let report_input = edges
+            .source("report", &[COMPLETED_PROOFS, DEAD_LETTER], s)
+            .await?;
         if s.multistep {
-            let collector = StepCollector::new(s.steps, publisher.clone()).start();
+            let collector = StepCollector::new(s.steps, publisher.clone())
+                .with_keepalive(roles::PROGRESS_INTERVAL)
+                .start();
             pump(
-                Box::new(bus.subscribe(&[STEP_PROOFS])),
+                edges.source("step-collector", &[STEP_PROOFS], s).await?,
                 collector.recipient(),
             );
         }
 
-        let reporter = Reporter::new(s.json, range).start();
-        pump(Box::new(report_input), reporter.recipient());
+        let reporter = Reporter::new(s.json, self.range()).start();
+        pump(report_input, reporter.recipient());
         let matcher = ProofMatcher::new(
-            Arc::new(MemoryMatchStore::default()),
+            edges.match_store(s).await?,
             publisher.clone(),
-            Vec::new(),
+            s.expected_provers(),
         )
         .start();
-        pump(Box::new(matcher_input), matcher.recipient());
+        pump(matcher_input, matcher.recipient());
 
-        let pool = PoolConfig {
-            name: "standalone".into(),
-            workers: s.workers,
-            max_attempts: s.max_attempts,
-            retry: Backoff::new(
-                s.retry_delay,
-                s.retry_delay
-                    .saturating_mul(32)
-                    .max(Duration::from_secs(60)),
-            ),
-            restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-            progress_interval: Duration::from_secs(10),
-            routes,
-        };
-        ProverPool::new(
-            pool,
-            Arc::new(self.runner),
-            Box::new(jobs),
-            publisher.clone(),
-        )
-        .start();
+        let pool = roles::pool_config(s, "standalone".into(), routes);
+        ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone()).start();
 
         let watcher = WatcherConfig {
             from: s.next_block,
@@ -147,22 +187,4 @@ fn route(input: &str, output: &str, multiple_output: bool) -> Route {
         output: output.into(),
         multiple_output,
     }
-}
-
-/// Runs a standalone orchestrator until a range is done or a signal arrives.
-/// Returns the process exit code.
-pub fn run(settings: Settings) -> anyhow::Result<i32> {
-    let plan = Plan::new(settings)?;
-    let system = System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    });
-    system.block_on(async {
-        crate::stop_on_signal();
-        plan.start()
-    })?;
-    let code = system.run_with_code().context("the actor system failed")?;
-    Ok(code)
 }

@@ -1,0 +1,315 @@
+//! Role mode: one role per process, edges on NATS JetStream. The actors are
+//! the ones standalone mode runs; only their sources and sinks differ.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::{Context as _, bail};
+use orchestrator_actors::actors::{
+    BlockWatcher, PoolConfig, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
+};
+use orchestrator_actors::backoff::Backoff;
+use orchestrator_actors::edges::nats::{ConsumerSpec, NatsBus, NatsOptions, Topology};
+use orchestrator_actors::edges::process::ProcessRunner;
+use orchestrator_actors::edges::rpc::RpcChain;
+use orchestrator_actors::messages::queues;
+
+use crate::config::Settings;
+
+/// How often a running job or a held step proof is reported in progress.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the server waits for an ack or an in-progress ack.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// One process's job in a distributed deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Create the stream and bucket, then exit.
+    Init,
+    /// Announce finalized blocks.
+    BlockWatcher,
+    /// Run prover workers on jobs.
+    Prover,
+    /// Match block proofs to blocks.
+    ProofMatcher,
+    /// Group step proofs for the aggregator.
+    StepCollector,
+}
+
+impl Role {
+    /// The role the template's `collector` command runs for `STRATEGY`.
+    pub fn from_strategy(strategy: Option<&str>) -> anyhow::Result<Self> {
+        match strategy.map(str::to_ascii_lowercase).as_deref() {
+            Some("block") => Ok(Role::BlockWatcher),
+            Some("proof") => Ok(Role::ProofMatcher),
+            Some("match") => Ok(Role::StepCollector),
+            Some(_) => bail!(
+                "invalid configuration: STRATEGY is {:?}; expected Block, Proof or Match",
+                strategy.unwrap_or_default()
+            ),
+            None => bail!("the collector command needs STRATEGY=Block, Proof or Match"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::BlockWatcher => "block-watcher",
+            Role::Prover => "prover",
+            Role::ProofMatcher => "proof-matcher",
+            Role::StepCollector => "step-collector",
+        }
+    }
+
+    /// Queues consumed and the queue published to, unless configured.
+    fn default_queues(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Role::Init => (&[], ""),
+            Role::BlockWatcher => (&[], queues::BLOCKS),
+            Role::Prover => (&[queues::BLOCKS], queues::BLOCK_PROOFS),
+            Role::ProofMatcher => (
+                &[queues::BLOCK_PROOFS, queues::BLOCKS],
+                queues::COMPLETED_PROOFS,
+            ),
+            Role::StepCollector => (&[queues::STEP_PROOFS], queues::COLLECTED_STEP_PROOFS),
+        }
+    }
+}
+
+/// A role's resolved wiring: what it reads, where it writes, as whom.
+struct Wiring {
+    inputs: Vec<String>,
+    output: String,
+    consumer: String,
+}
+
+impl Wiring {
+    fn new(role: Role, s: &Settings, topology: &Topology) -> Self {
+        let (default_inputs, default_output) = role.default_queues();
+        let inputs: Vec<String> = match &s.input_queue {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .map(|q| topology.queue(q).to_owned())
+                .collect(),
+            None => default_inputs.iter().map(|q| (*q).to_owned()).collect(),
+        };
+        let output = s
+            .output_queue
+            .as_deref()
+            .map_or(default_output, |q| topology.queue(q))
+            .to_owned();
+        // Unnamed instances on the same queues share one derived name, so they split the work.
+        let consumer = s
+            .consumer_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", role.name(), inputs.join("-")));
+        let consumer = consumer
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self {
+            inputs,
+            output,
+            consumer,
+        }
+    }
+
+    fn spec(&self, s: &Settings) -> ConsumerSpec {
+        consumer_spec(&self.consumer, &self.inputs, s)
+    }
+}
+
+/// A durable consumer reading `queues` with the retry budget of `s`.
+pub fn consumer_spec(name: &str, queues: &[String], s: &Settings) -> ConsumerSpec {
+    ConsumerSpec {
+        name: name.to_owned(),
+        queues: queues.to_vec(),
+        ack_wait: ACK_WAIT,
+        // Above the pool's attempts, so the pool dead-letters before the server gives up.
+        max_deliver: i64::from(s.max_attempts) + 3,
+        only_new: false,
+    }
+}
+
+/// The NATS connection settings of `s`.
+pub fn nats_options(s: &Settings, name: &str) -> anyhow::Result<NatsOptions> {
+    let url = s.nats_url.clone().context(
+        "NATS_URL is not set: set it (or --nats) to the server, e.g. nats://127.0.0.1:4222",
+    )?;
+    Ok(NatsOptions {
+        url,
+        user: s.nats_user.clone(),
+        password: s.nats_password.clone(),
+        token: s.nats_token.clone(),
+        creds_file: s.nats_creds.clone(),
+        ca_file: s.nats_ca.clone(),
+        name: format!("orchestrator-{name}"),
+    })
+}
+
+/// Connects to NATS and ensures the stream, retrying until the server answers.
+pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
+    let options = nats_options(s, name)?;
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut failures = 0;
+    loop {
+        match NatsBus::connect(&options, Topology::new(&s.input_stream)).await {
+            Ok(bus) => return Ok(bus),
+            Err(error @ orchestrator_actors::edges::nats::NatsError::File { .. }) => {
+                return Err(error.into());
+            }
+            Err(error) => {
+                failures += 1;
+                let delay = backoff.delay(failures);
+                tracing::warn!(%error, retry_in = ?delay, "NATS not ready; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Starts `role`'s actors; call inside a running actix system.
+pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
+    // Check local inputs before waiting on the network.
+    let runner = match role {
+        Role::Prover => Some(ProcessRunner::new(
+            &s.prover_binary()?,
+            s.job_dir(),
+            s.job_timeout,
+        )?),
+        _ => None,
+    };
+    let chain = match role {
+        Role::BlockWatcher => Some(RpcChain::new(&s.l1_rpc)?),
+        _ => None,
+    };
+    let bus = connect(&s, role.name()).await?;
+    let wiring = Wiring::new(role, &s, bus.topology());
+    let publisher = Arc::new(bus.publisher());
+    tracing::info!(role = role.name(), inputs = ?wiring.inputs, output = %wiring.output, consumer = %wiring.consumer, "starting role");
+    match role {
+        Role::Init => {
+            bus.match_store(&matcher_bucket(&s), "init").await?;
+            if s.input_queue.is_some() {
+                bus.source(&wiring.spec(&s)).await?;
+            }
+            tracing::info!(stream = %s.input_stream, "stream and key-value bucket ready");
+            System::current().stop_with_code(0);
+        }
+        Role::BlockWatcher => {
+            let from = resume_point(&bus, &wiring.output, s.next_block).await?;
+            let config = WatcherConfig {
+                from,
+                to: s.to_block,
+                every: s.every,
+                poll_interval: s.poll_interval,
+                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+                queue: wiring.output.clone(),
+            };
+            BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config).start();
+        }
+        Role::Prover => {
+            let source = bus.source(&wiring.spec(&s)).await?;
+            let routes = wiring
+                .inputs
+                .iter()
+                .map(|input| Route {
+                    input: input.clone(),
+                    output: wiring.output.clone(),
+                    multiple_output: s.multiple_output,
+                })
+                .collect();
+            let pool = pool_config(&s, wiring.consumer.clone(), routes);
+            let runner = Arc::new(runner.expect("checked above"));
+            ProverPool::new(pool, runner, Box::new(source), publisher).start();
+        }
+        Role::ProofMatcher => {
+            let Some(blocks) = wiring.inputs.iter().find(|q| q.as_str() == queues::BLOCKS) else {
+                bail!(
+                    "invalid configuration: INPUT_QUEUE {:?} has no `blocks` queue; the proof matcher needs block_proofs,blocks",
+                    wiring.inputs
+                );
+            };
+            let store = Arc::new(
+                bus.match_store(&matcher_bucket(&s), &wiring.consumer)
+                    .await?,
+            );
+            let matcher = ProofMatcher::new(store, publisher, s.expected_provers())
+                .with_queues(blocks.clone(), wiring.output.clone())
+                .start();
+            pump(
+                Box::new(bus.source(&wiring.spec(&s)).await?),
+                matcher.recipient(),
+            );
+        }
+        Role::StepCollector => {
+            let collector = StepCollector::new(s.num_inputs.unwrap_or(s.steps), publisher)
+                .with_output(wiring.output.clone())
+                .with_keepalive(PROGRESS_INTERVAL)
+                .start();
+            pump(
+                Box::new(bus.source(&wiring.spec(&s)).await?),
+                collector.recipient(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The pool settings of `s` for a pool named `name`.
+pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig {
+    PoolConfig {
+        name,
+        workers: s.workers,
+        max_attempts: s.max_attempts,
+        retry: Backoff::new(
+            s.retry_delay,
+            s.retry_delay
+                .saturating_mul(32)
+                .max(Duration::from_secs(60)),
+        ),
+        restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
+        progress_interval: PROGRESS_INTERVAL,
+        routes,
+    }
+}
+
+/// The key-value bucket of the proof matchers of `s`'s stream.
+pub fn matcher_bucket(s: &Settings) -> String {
+    let stream: String = s
+        .input_stream
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{stream}_matcher")
+}
+
+/// Where a restarted watcher starts: after the last block it published, and
+/// never before `next_block`.
+async fn resume_point(
+    bus: &NatsBus,
+    queue: &str,
+    next_block: Option<u64>,
+) -> anyhow::Result<Option<u64>> {
+    let last = bus
+        .last_payload(queue)
+        .await?
+        .and_then(|p| serde_json::from_slice::<u64>(&p).ok());
+    if let Some(last) = last {
+        tracing::info!(last, "resuming after the last block published");
+    }
+    Ok(match (next_block, last) {
+        (Some(next), Some(last)) => Some(next.max(last + 1)),
+        (None, Some(last)) => Some(last + 1),
+        (next, None) => next,
+    })
+}
