@@ -86,6 +86,17 @@ impl Handler<Inbound> for Reporter {
     type Result = ();
 
     fn handle(&mut self, Inbound(delivery): Inbound, _ctx: &mut Self::Context) {
+        self.take(&delivery);
+        actix::spawn(async move {
+            if let Err(error) = delivery.ack.ack().await {
+                tracing::debug!(%error, "could not ack a reported message");
+            }
+        });
+    }
+}
+
+impl Reporter {
+    fn take(&mut self, delivery: &orchestrator_actors::edges::Delivery) {
         if delivery.queue == queues::DEAD_LETTER {
             match serde_json::from_slice::<DeadLetter>(&delivery.payload) {
                 Ok(letter) => {
