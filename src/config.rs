@@ -421,6 +421,37 @@ mod tests {
         assert_eq!(s.max_attempts, 3, "default kept");
     }
 
+    /// The shared `.env` of the original template and each service's
+    /// environment, as its compose files have them.
+    #[test]
+    fn template_environments_load_as_they_are() {
+        let shared = [
+            ("L1_RPC", "http://127.0.0.1:8545"),
+            ("NATS_URL", "nats://host:4223"),
+            ("MESSAGE_BUS_TYPE", "NatsBasic"),
+            ("STORAGE_TYPE", "Nats"),
+            ("INPUT_STREAM", "modularorchestrator"),
+            ("OUTPUT_STREAM", "modularorchestrator"),
+            ("METRICS_PORT", "8888"),
+        ];
+        let services: [&[(&str, &str)]; 4] = [
+            &[("STRATEGY", "Block"), ("INPUT_QUEUE", "unused"), ("OUTPUT_QUEUE", "blocks"), ("NUM_INPUTS", "1"), ("SINGLE_OUTPUT", "true"), ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500"), ("NEXT_BLOCK", "23839700")],
+            &[("STRATEGY", "Proof"), ("INPUT_QUEUE", "block_proofs,blocks"), ("OUTPUT_QUEUE", "completed_proofs"), ("NUM_INPUTS", "1"), ("SINGLE_OUTPUT", "true"), ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500")],
+            &[("CONSUMER_NAME", "sp1-prover"), ("INPUT_QUEUE", "blocks"), ("OUTPUT_QUEUE", "block_proofs"), ("EXECUTOR_TYPE", "JsonExecutor"), ("BINARY", "/provers/sp1")],
+            &[("STRATEGY", "Match"), ("INPUT_QUEUE", "step_proofs"), ("OUTPUT_QUEUE", "collected_step_proofs"), ("NUM_INPUTS", "10"), ("SINGLE_OUTPUT", "false"), ("MULTIPLE_OUTPUT", "1")],
+        ];
+        for service in services {
+            let s = Settings::load(None, &env(&[&shared[..], service].concat()), vec![]).unwrap();
+            assert_eq!(s.nats_url.as_deref(), Some("nats://host:4223"));
+        }
+        let matcher = Settings::load(None, &env(&[&shared[..], services[3]].concat()), vec![]).unwrap();
+        assert_eq!((matcher.num_inputs, matcher.single_output, matcher.multiple_output), (Some(10), Some(false), true));
+        let err = Settings::load(None, &env(&[("NUM_INPUTS", "ten")]), vec![]).unwrap_err().to_string();
+        assert!(err.contains("NUM_INPUTS"), "{err}");
+        let err = Settings::load(None, &env(&[("EXECUTOR_TYPE", "ShellExecutor")]), vec![]).unwrap_err().to_string();
+        assert!(err.contains("JsonExecutor"), "{err}");
+    }
+
     #[test]
     fn bad_values_name_the_key() {
         let err = Settings::load(None, &env(&[("ORCHESTRATOR_WORKERS", "many")]), vec![])
