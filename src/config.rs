@@ -283,6 +283,11 @@ impl Settings {
                 self.input_stream
             );
         }
+        if self.nats_user.is_some() != self.nats_password.is_some() {
+            bail!(
+                "invalid configuration: NATS_USER and NATS_PASSWORD go together; set both or neither"
+            );
+        }
         if self.num_inputs == Some(0) {
             bail!("invalid configuration: NUM_INPUTS is 0; expected a whole number of at least 1");
         }
@@ -435,20 +440,60 @@ mod tests {
             ("METRICS_PORT", "8888"),
         ];
         let services: [&[(&str, &str)]; 4] = [
-            &[("STRATEGY", "Block"), ("INPUT_QUEUE", "unused"), ("OUTPUT_QUEUE", "blocks"), ("NUM_INPUTS", "1"), ("SINGLE_OUTPUT", "true"), ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500"), ("NEXT_BLOCK", "23839700")],
-            &[("STRATEGY", "Proof"), ("INPUT_QUEUE", "block_proofs,blocks"), ("OUTPUT_QUEUE", "completed_proofs"), ("NUM_INPUTS", "1"), ("SINGLE_OUTPUT", "true"), ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500")],
-            &[("CONSUMER_NAME", "sp1-prover"), ("INPUT_QUEUE", "blocks"), ("OUTPUT_QUEUE", "block_proofs"), ("EXECUTOR_TYPE", "JsonExecutor"), ("BINARY", "/provers/sp1")],
-            &[("STRATEGY", "Match"), ("INPUT_QUEUE", "step_proofs"), ("OUTPUT_QUEUE", "collected_step_proofs"), ("NUM_INPUTS", "10"), ("SINGLE_OUTPUT", "false"), ("MULTIPLE_OUTPUT", "1")],
+            &[
+                ("STRATEGY", "Block"),
+                ("INPUT_QUEUE", "unused"),
+                ("OUTPUT_QUEUE", "blocks"),
+                ("NUM_INPUTS", "1"),
+                ("SINGLE_OUTPUT", "true"),
+                ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500"),
+                ("NEXT_BLOCK", "23839700"),
+            ],
+            &[
+                ("STRATEGY", "Proof"),
+                ("INPUT_QUEUE", "block_proofs,blocks"),
+                ("OUTPUT_QUEUE", "completed_proofs"),
+                ("NUM_INPUTS", "1"),
+                ("SINGLE_OUTPUT", "true"),
+                ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500"),
+            ],
+            &[
+                ("CONSUMER_NAME", "sp1-prover"),
+                ("INPUT_QUEUE", "blocks"),
+                ("OUTPUT_QUEUE", "block_proofs"),
+                ("EXECUTOR_TYPE", "JsonExecutor"),
+                ("BINARY", "/provers/sp1"),
+            ],
+            &[
+                ("STRATEGY", "Match"),
+                ("INPUT_QUEUE", "step_proofs"),
+                ("OUTPUT_QUEUE", "collected_step_proofs"),
+                ("NUM_INPUTS", "10"),
+                ("SINGLE_OUTPUT", "false"),
+                ("MULTIPLE_OUTPUT", "1"),
+            ],
         ];
         for service in services {
             let s = Settings::load(None, &env(&[&shared[..], service].concat()), vec![]).unwrap();
             assert_eq!(s.nats_url.as_deref(), Some("nats://host:4223"));
         }
-        let matcher = Settings::load(None, &env(&[&shared[..], services[3]].concat()), vec![]).unwrap();
-        assert_eq!((matcher.num_inputs, matcher.single_output, matcher.multiple_output), (Some(10), Some(false), true));
-        let err = Settings::load(None, &env(&[("NUM_INPUTS", "ten")]), vec![]).unwrap_err().to_string();
+        let matcher =
+            Settings::load(None, &env(&[&shared[..], services[3]].concat()), vec![]).unwrap();
+        assert_eq!(
+            (
+                matcher.num_inputs,
+                matcher.single_output,
+                matcher.multiple_output
+            ),
+            (Some(10), Some(false), true)
+        );
+        let err = Settings::load(None, &env(&[("NUM_INPUTS", "ten")]), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("NUM_INPUTS"), "{err}");
-        let err = Settings::load(None, &env(&[("EXECUTOR_TYPE", "ShellExecutor")]), vec![]).unwrap_err().to_string();
+        let err = Settings::load(None, &env(&[("EXECUTOR_TYPE", "ShellExecutor")]), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("JsonExecutor"), "{err}");
     }
 

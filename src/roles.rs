@@ -326,17 +326,32 @@ mod tests {
     use super::*;
 
     fn settings(env: &[(&str, &str)]) -> Settings {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::load(None, &env, vec![]).unwrap()
     }
 
     #[test]
     fn strategies_pick_roles_and_unknown_ones_are_refused() {
-        assert_eq!(Role::from_strategy(Some("Block")).unwrap(), Role::BlockWatcher);
-        assert_eq!(Role::from_strategy(Some("proof")).unwrap(), Role::ProofMatcher);
-        assert_eq!(Role::from_strategy(Some("MATCH")).unwrap(), Role::StepCollector);
+        assert_eq!(
+            Role::from_strategy(Some("Block")).unwrap(),
+            Role::BlockWatcher
+        );
+        assert_eq!(
+            Role::from_strategy(Some("proof")).unwrap(),
+            Role::ProofMatcher
+        );
+        assert_eq!(
+            Role::from_strategy(Some("MATCH")).unwrap(),
+            Role::StepCollector
+        );
         let err = Role::from_strategy(Some("Nope")).unwrap_err().to_string();
-        assert!(err.contains("STRATEGY is \"Nope\"") && err.contains("Block, Proof or Match"), "{err}");
+        assert!(
+            err.contains("STRATEGY is \"Nope\"") && err.contains("Block, Proof or Match"),
+            "{err}"
+        );
         assert!(Role::from_strategy(None).is_err());
     }
 
@@ -344,23 +359,44 @@ mod tests {
     fn wiring_follows_the_template_variables() {
         let topology = Topology::default();
         let prover = Wiring::new(Role::Prover, &settings(&[]), &topology);
-        assert_eq!((prover.inputs.as_slice(), prover.output.as_str(), prover.consumer.as_str()), (&["blocks".to_owned()][..], "block_proofs", "prover-blocks"));
+        assert_eq!(
+            (
+                prover.inputs.as_slice(),
+                prover.output.as_str(),
+                prover.consumer.as_str()
+            ),
+            (&["blocks".to_owned()][..], "block_proofs", "prover-blocks")
+        );
 
-        let env = [("INPUT_QUEUE", "modularorchestrator.block_proofs, blocks"), ("OUTPUT_QUEUE", "modularorchestrator.completed_proofs")];
+        let env = [
+            ("INPUT_QUEUE", "modularorchestrator.block_proofs, blocks"),
+            ("OUTPUT_QUEUE", "modularorchestrator.completed_proofs"),
+        ];
         let matcher = Wiring::new(Role::ProofMatcher, &settings(&env), &topology);
         assert_eq!(matcher.inputs, ["block_proofs", "blocks"]);
         assert_eq!(matcher.output, "completed_proofs");
         assert_eq!(matcher.consumer, "proof-matcher-block_proofs-blocks");
 
-        let named = Wiring::new(Role::Prover, &settings(&[("CONSUMER_NAME", "sp1.prover")]), &topology);
-        assert_eq!(named.consumer, "sp1_prover", "dots are not allowed in consumer names");
+        let named = Wiring::new(
+            Role::Prover,
+            &settings(&[("CONSUMER_NAME", "sp1.prover")]),
+            &topology,
+        );
+        assert_eq!(
+            named.consumer, "sp1_prover",
+            "dots are not allowed in consumer names"
+        );
     }
 
     #[test]
     fn watcher_resumes_after_the_last_published_block() {
         assert_eq!(resume_from(Some(100), None), Some(100));
         assert_eq!(resume_from(Some(100), Some(140)), Some(141));
-        assert_eq!(resume_from(Some(100), Some(40)), Some(100), "NEXT_BLOCK is a lower bound");
+        assert_eq!(
+            resume_from(Some(100), Some(40)),
+            Some(100),
+            "NEXT_BLOCK is a lower bound"
+        );
         assert_eq!(resume_from(None, Some(7)), Some(8));
         assert_eq!(resume_from(None, None), None);
     }

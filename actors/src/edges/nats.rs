@@ -86,7 +86,14 @@ impl NatsOptions {
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
                 let shown = shown.clone();
-                async move { tracing::info!(server = %shown, %event, "nats connection") }
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!(server = %shown, "connected to NATS")
+                        }
+                        other => tracing::warn!(server = %shown, event = %other, "NATS connection"),
+                    }
+                }
             });
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             options = options.user_and_password(user.clone(), password.clone());
