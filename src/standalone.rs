@@ -32,7 +32,7 @@ pub struct Plan {
 /// The queues the actors talk through in this process.
 enum Edges {
     Local(LocalBus),
-    Nats(NatsBus),
+    Nats(Box<NatsBus>),
 }
 
 impl Edges {
@@ -115,7 +115,7 @@ impl Plan {
     pub async fn start(self) -> anyhow::Result<()> {
         let s = &self.settings;
         let edges = match &s.nats_url {
-            Some(_) => Edges::Nats(roles::connect(s, "standalone").await?),
+            Some(_) => Edges::Nats(Box::new(roles::connect(s, "standalone").await?)),
             None => Edges::Local(LocalBus::new()),
         };
         tracing::info!(

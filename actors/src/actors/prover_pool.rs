@@ -368,7 +368,11 @@ async fn retry_or_reject(
     config: &PoolConfig,
 ) -> Outcome {
     if delivery.attempt >= config.max_attempts {
-        let reason = format!("failed after {} attempts: {failure}", delivery.attempt);
+        let reason = format!(
+            "failed after {} attempt{}: {failure}",
+            delivery.attempt,
+            if delivery.attempt == 1 { "" } else { "s" }
+        );
         return reject(delivery, &reason).await;
     }
     let delay = config.retry.delay(delivery.attempt);

@@ -21,8 +21,10 @@ impl RpcChain {
     /// an unreachable node shows up later, as a retried [`EdgeError::Rpc`].
     pub fn new(url: &str) -> Result<Self, EdgeError> {
         let parsed = Url::parse(url).map_err(|e| EdgeError::Rpc {
-            url: redact(url),
-            reason: format!("not a valid URL ({e}); expected e.g. http://127.0.0.1:8545"),
+            url: format!("{url:?}"),
+            reason: format!(
+                "not a valid URL ({e}); set --rpc / L1_RPC to e.g. http://127.0.0.1:8545"
+            ),
         })?;
         let provider = ProviderBuilder::new()
             .disable_recommended_fillers()

@@ -1,0 +1,143 @@
+//! The NATS JetStream edge against a real nats-server: publishes deduplicate
+//! by id, naks redeliver with the attempt counted, rejects dead-letter and
+//! terminate, the key-value match store round-trips, and the last block of a
+//! queue is readable for a restarted watcher.
+
+mod nats_support;
+mod support;
+
+use std::time::Duration;
+
+use nats_support::NatsServer;
+use orchestrator_actors::actors::{BlockRecord, MatchStore};
+use orchestrator_actors::edges::nats::{ConsumerSpec, NatsBus, NatsOptions, NatsSource, Topology};
+use orchestrator_actors::edges::{Delivery, JobSource, Publisher};
+use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
+
+async fn bus(server: &NatsServer) -> NatsBus {
+    let options = NatsOptions {
+        url: server.url(),
+        name: "edge-test".into(),
+        ..Default::default()
+    };
+    NatsBus::connect(&options, Topology::default())
+        .await
+        .expect("connect to the test server")
+}
+
+async fn source(bus: &NatsBus, name: &str, queue: &str) -> NatsSource {
+    let spec = ConsumerSpec {
+        name: name.into(),
+        queues: vec![queue.into()],
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 10,
+        only_new: false,
+    };
+    bus.source(&spec).await.expect("create consumer")
+}
+
+async fn next(source: &mut NatsSource) -> Option<Delivery> {
+    tokio::time::timeout(Duration::from_secs(3), source.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn publishes_with_one_id_are_stored_once() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    let publisher = bus.publisher();
+    for _ in 0..3 {
+        publisher
+            .publish(queues::BLOCKS, Envelope::block(42))
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish("modularorchestrator.blocks", Envelope::block(43))
+        .await
+        .unwrap();
+    let mut blocks = source(&bus, "reader", queues::BLOCKS).await;
+    let first = next(&mut blocks).await.expect("block 42");
+    assert_eq!(
+        (
+            first.queue.as_str(),
+            first.id.as_str(),
+            first.payload.as_slice()
+        ),
+        ("blocks", "block-42", b"42".as_slice())
+    );
+    first.ack.ack().await.unwrap();
+    assert_eq!(next(&mut blocks).await.expect("block 43").id, "block-43");
+    assert!(
+        next(&mut blocks).await.is_none(),
+        "a duplicate id was stored twice"
+    );
+    assert_eq!(
+        bus.last_payload(queues::BLOCKS).await.unwrap(),
+        Some(b"43".to_vec())
+    );
+    assert_eq!(bus.last_payload(queues::STEPS).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn nak_counts_an_attempt_and_reject_dead_letters_then_terminates() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    bus.publisher()
+        .publish(queues::BLOCKS, Envelope::block(7))
+        .await
+        .unwrap();
+    let mut blocks = source(&bus, "prover", queues::BLOCKS).await;
+    let mut dead = source(&bus, "dead-reader", queues::DEAD_LETTER).await;
+
+    let first = next(&mut blocks).await.expect("first delivery");
+    assert_eq!(first.attempt, 1);
+    first.ack.in_progress().await.unwrap();
+    first.ack.nak(Duration::from_millis(100)).await.unwrap();
+    let second = next(&mut blocks).await.expect("redelivery after nak");
+    assert_eq!((second.id.as_str(), second.attempt), ("block-7", 2));
+    second
+        .ack
+        .reject("prover exited with code 1")
+        .await
+        .unwrap();
+
+    let letter = next(&mut dead).await.expect("dead letter");
+    let letter: DeadLetter = serde_json::from_slice(&letter.payload).unwrap();
+    assert_eq!(
+        (
+            letter.queue.as_str(),
+            letter.payload.as_str(),
+            letter.attempts
+        ),
+        ("blocks", "7", 2)
+    );
+    assert_eq!(letter.error, "prover exited with code 1");
+    assert!(
+        next(&mut blocks).await.is_none(),
+        "a terminated message came back"
+    );
+}
+
+#[tokio::test]
+async fn match_store_keeps_records_per_prefix() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    let store = bus.match_store("test_matcher", "matcher-a").await.unwrap();
+    let other = bus.match_store("test_matcher", "matcher-b").await.unwrap();
+    assert_eq!(store.load(9).await.unwrap(), None);
+    let record = BlockRecord {
+        announced_ms: Some(1),
+        provers: ["sp1".to_owned()].into(),
+        early: vec![],
+    };
+    store.save(9, &record).await.unwrap();
+    assert_eq!(store.load(9).await.unwrap(), Some(record));
+    assert_eq!(
+        other.load(9).await.unwrap(),
+        None,
+        "matchers with other names share no state"
+    );
+}

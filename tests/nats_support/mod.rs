@@ -1,0 +1,191 @@
+//! Harness of the role-mode tests (`tests/roles_*.rs`): a [`Cluster`] is one
+//! anvil node and one nats-server for one test, plus a work dir where every
+//! role process started with [`Cluster::spawn`] writes its logs. Tests read
+//! the queues with a [`Tap`] and check them with [`checks`]. Builds on
+//! `tests/support` (anvil, temp dirs, free ports).
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod checks;
+pub mod layout;
+pub mod role;
+pub mod server;
+pub mod tap;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use checks::CompletedProof;
+pub use role::{Role, RoleProcess};
+pub use server::NatsServer;
+pub use tap::Tap;
+
+use crate::support::{self, Anvil, TempDir};
+
+/// Blocks of a test's window that are final before its watcher starts.
+pub const BACKLOG: u64 = 5;
+/// Deadlock guard for one wait of a pipeline test; never a speed expectation.
+pub const FLOW_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long to keep reading after a window is done, before the final checks.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Path of a mock prover binary, built next to the orchestrator.
+pub fn mock_bin(name: &str) -> String {
+    let dir = Path::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .parent()
+        .expect("binary has a parent dir");
+    dir.join(name).display().to_string()
+}
+
+/// The servers of one test and the directory of its role logs.
+pub struct Cluster {
+    /// The chain; shared with a [`Miner`] thread.
+    pub anvil: Arc<Anvil>,
+    /// The message bus.
+    pub nats: NatsServer,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts anvil and nats-server, and makes sure the mock provers are built.
+    pub fn start(test: &str) -> Cluster {
+        // `RunBuilder::new` builds the mock provers (once per test binary),
+        // which is all that is needed of it here: roles are not `run`.
+        drop(support::RunBuilder::new(test, ""));
+        Cluster {
+            anvil: Arc::new(Anvil::start()),
+            nats: NatsServer::start(),
+            dir: support::temp_dir(test),
+        }
+    }
+
+    /// A `NEXT_BLOCK` whose first `backlog` blocks are final already, so a
+    /// watcher must start there and catch up before following the head (and
+    /// far enough from genesis for a default start to be told apart).
+    pub fn next_block_with_backlog(&self, backlog: u64) -> u64 {
+        self.anvil.finalize_up_to(backlog + 10);
+        self.anvil.finalized() + 1 - backlog
+    }
+
+    /// Where the role logs are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What every role needs to reach the servers: `NATS_URL` and `L1_RPC`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("NATS_URL".to_owned(), self.nats.url()),
+            ("L1_RPC".to_owned(), self.anvil.url()),
+        ]
+    }
+
+    /// Starts `role` against this cluster.
+    pub fn spawn(&self, role: &Role) -> RoleProcess {
+        role.spawn(self.dir(), &self.env())
+    }
+
+    /// Starts `role` and waits up to `timeout` for it to exit by itself.
+    pub fn run_to_exit(&self, role: &Role, timeout: Duration) -> (RoleProcess, ExitStatus) {
+        let mut process = self.spawn(role);
+        match process.wait_exit(timeout) {
+            Some(status) => (process, status),
+            None => self.fail(&format!("{} still running after {timeout:?}", role.label)),
+        }
+    }
+
+    /// `orchestrator init`, which must succeed.
+    pub fn init(&self) {
+        let (process, status) =
+            self.run_to_exit(&Role::new("init", "init"), Duration::from_secs(30));
+        if !status.success() {
+            self.fail(&format!("{} exited with {status}", process.label()));
+        }
+    }
+
+    /// A reader of `modularorchestrator.<queue>`.
+    pub fn tap(&self, queue: &str) -> Tap {
+        let tap = Tap::open(&self.nats.url(), queue, Duration::from_secs(30));
+        self.check(tap)
+    }
+
+    /// Waits until every block of `window` has completed proofs from
+    /// `provers` distinct provers, reads on for [`LINGER`], and returns all
+    /// completed proofs read, each checked to be well formed.
+    pub fn await_completed(
+        &self,
+        completed: &mut Tap,
+        window: &Range<u64>,
+        provers: usize,
+    ) -> Vec<CompletedProof> {
+        let what = format!("completed proofs by {provers} prover(s) for blocks {window:?}");
+        self.check(completed.wait_until(FLOW_TIMEOUT, &what, |records| {
+            checks::fully_proved(records, window, provers)
+        }));
+        self.check(completed.read_for(LINGER));
+        self.check(checks::completed_proofs(&completed.records))
+    }
+
+    /// Mines one block every `every` besides anvil's own one per second, so
+    /// a window of blocks is reached sooner, while blocks still arrive one by one.
+    pub fn miner(&self, every: Duration) -> Miner {
+        let anvil = Arc::clone(&self.anvil);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                anvil.mine(1);
+                std::thread::sleep(every);
+            }
+        });
+        Miner {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The value of `result`, or the test fails with the error and the logs.
+    pub fn check<T>(&self, result: Result<T, String>) -> T {
+        result.unwrap_or_else(|e| self.fail(&e))
+    }
+
+    /// Panics with `what` and the tail of every role's log: the one way the
+    /// role tests fail.
+    pub fn fail(&self, what: &str) -> ! {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir())
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        logs.retain(|path| path.extension().is_some_and(|ext| ext == "stderr"));
+        logs.sort();
+        let tails: Vec<String> = logs
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(25)..];
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                format!("--- {name} ---\n{}", tail.join("\n"))
+            })
+            .collect();
+        panic!("{what}\n{}", tails.join("\n"));
+    }
+}
+
+/// A thread mining blocks until dropped.
+pub struct Miner {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Miner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

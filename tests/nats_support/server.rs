@@ -1,0 +1,128 @@
+//! A real nats-server with JetStream per test: free loopback ports, its own
+//! store dir, ready once its health endpoint says JetStream is up, killed
+//! when dropped.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{TempDir, node::free_port, temp_dir};
+
+/// `NATS_SERVER_BIN`, else `<repo>/.deps/bin/nats-server`, else `nats-server` on PATH.
+fn nats_server_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return path.into();
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/bin/nats-server");
+    if local.is_file() {
+        return local;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "nats-server not found (checked $NATS_SERVER_BIN, {}, PATH): run scripts/install-test-deps.sh",
+            local.display()
+        )
+    })
+}
+
+/// Whether `GET path` on `port` answers HTTP 200 (HTTP/1.0: no chunking, the
+/// server closes the connection after the response).
+pub fn http_ok(port: u16, path: &str) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .lines()
+        .next()
+        .is_some_and(|status| status.split_whitespace().nth(1) == Some("200"))
+}
+
+/// A nats-server process with JetStream enabled.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on free ports and waits until JetStream is ready.
+    pub fn start() -> NatsServer {
+        let bin = nats_server_bin();
+        for _ in 0..5 {
+            let dir = temp_dir("nats");
+            let (port, http_port) = (free_port(), free_port());
+            let log = File::create(dir.path().join("nats-server.log")).expect("nats log file");
+            let child = Command::new(&bin)
+                .arg("-js")
+                .arg("-sd")
+                .arg(dir.path().join("store"))
+                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", &http_port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+            let mut server = NatsServer { child, port, dir };
+            if server.wait_ready(http_port) {
+                return server;
+            }
+            // Most likely another process took a port in between: retry.
+        }
+        panic!(
+            "nats-server did not start after 5 attempts ({})",
+            bin.display()
+        );
+    }
+
+    fn wait_ready(&mut self, http_port: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self
+                .child
+                .try_wait()
+                .expect("try_wait nats-server")
+                .is_some()
+            {
+                return false;
+            }
+            if http_ok(http_port, "/healthz?js-enabled-only=true") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The client URL, as `NATS_URL`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

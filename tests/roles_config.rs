@@ -1,0 +1,88 @@
+//! Role mode configured like the original template: its services' commands
+//! and environment blocks, copied from DESIGN.md §9, run unchanged and prove
+//! blocks; `init` can run any number of times; and a bad value stops a role
+//! at once with exit code 2 and one stderr line naming the key and value.
+
+mod nats_support;
+mod support;
+
+use std::time::Duration;
+
+use nats_support::checks::{announced_blocks, each_block_exactly, window};
+use nats_support::layout::{self, template_service};
+use nats_support::{BACKLOG, Cluster, Role, mock_bin};
+
+/// Deadlock guard for a process expected to exit by itself.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn template_services_prove_blocks_unchanged() {
+    let cluster = Cluster::start("roles-template");
+    let first = cluster.next_block_with_backlog(BACKLOG);
+    let window = window(first, 5);
+    let mock = mock_bin("mock-prover");
+    // No `init`: the template has none, its services create what they need.
+    let _roles = [
+        template_service("mock-prover", "dispatcher", layout::BLOCK_PROVER)
+            .env([("BINARY", mock.as_str())]),
+        template_service("proof-collector", "collector", layout::PROOF_COLLECTOR),
+        template_service("block-collector", "collector", layout::BLOCK_COLLECTOR)
+            .env([("NEXT_BLOCK", first.to_string())]),
+    ]
+    .map(|role| cluster.spawn(&role));
+    let mut completed = cluster.tap("completed_proofs");
+    let mut blocks = cluster.tap("blocks");
+
+    let proofs = cluster.await_completed(&mut completed, &window, 1);
+    let proved = proofs.iter().map(|p| p.block);
+    cluster.check(each_block_exactly("completed_proofs", &window, proved, 1));
+    cluster.check(blocks.read_for(nats_support::LINGER));
+    let announced = cluster.check(announced_blocks(&blocks.records));
+    cluster.check(each_block_exactly("blocks", &window, announced, 1));
+}
+
+#[test]
+fn init_twice_succeeds_both_times() {
+    let cluster = Cluster::start("roles-init");
+    cluster.init();
+    cluster.init();
+    // What init made is usable: a reader can open the stream.
+    cluster.tap("blocks");
+}
+
+/// Runs `collector` with `env` and checks that it exits 2, writing one line
+/// that names `key` and `value`.
+fn assert_rejected(test: &str, env: &[(&str, &str)], key: &str, value: &str) {
+    let cluster = Cluster::start(test);
+    let role = Role::new("collector", "collector").env(env.iter().copied());
+    let (process, status) = cluster.run_to_exit(&role, EXIT_TIMEOUT);
+    let stderr = process.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [line] = lines[..] else {
+        cluster.fail(&format!(
+            "expected one stderr line, got {}:\n{stderr}",
+            lines.len()
+        ));
+    };
+    if status.code() != Some(2) {
+        cluster.fail(&format!("expected exit code 2, got {status}"));
+    }
+    let names_key = line.to_lowercase().contains(&key.to_lowercase());
+    if !names_key || !line.contains(value) {
+        cluster.fail(&format!(
+            "stderr line does not name {key} and {value:?}: {line}"
+        ));
+    }
+}
+
+#[test]
+fn unknown_strategy_exits_2_naming_it() {
+    let env = [("STRATEGY", "Nope")];
+    assert_rejected("roles-bad-strategy", &env, "STRATEGY", "Nope");
+}
+
+#[test]
+fn invalid_num_inputs_exits_2_naming_it() {
+    let env = [("STRATEGY", "Match"), ("NUM_INPUTS", "abc")];
+    assert_rejected("roles-bad-num-inputs", &env, "NUM_INPUTS", "abc");
+}

@@ -1,0 +1,94 @@
+//! SIGTERM stops `orchestrator run` cleanly while provers are running: the
+//! process exits 0 and takes its provers down with it, including the
+//! provers' own children (the whole process group), so nothing is orphaned.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{
+    Anvil, RUN_TIMEOUT, RunBuilder, STOP_TIMEOUT, eventually, process_alive, prover_script,
+};
+
+/// The pids `tests/provers/orphan-prover.sh` recorded in `dir`: per job, the
+/// prover's own and its `sleep 300`'s.
+fn recorded_pids(dir: &Path) -> Vec<u32> {
+    let files = std::fs::read_dir(dir).expect("read pids dir");
+    let pid_files = files
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pids"));
+    let contents: Vec<String> = pid_files
+        .map(|path| std::fs::read_to_string(path).expect("read pids file"))
+        .collect();
+    let pids = contents.iter().flat_map(|text| text.split_whitespace());
+    pids.map(|pid| pid.parse().expect("pid")).collect()
+}
+
+/// When the test ends, pass or fail, SIGKILLs whatever recorded process is
+/// still a test prover, so a failing run does not leak `sleep 300`s.
+struct KillLeftovers(PathBuf);
+
+impl Drop for KillLeftovers {
+    fn drop(&mut self) {
+        if !self.0.is_dir() {
+            return;
+        }
+        for pid in recorded_pids(&self.0) {
+            // Checking the command line keeps a reused pid safe from us.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("sleep") || cmdline.contains("orphan-prover") {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_leaves_no_orphans() {
+    let anvil = Anvil::start();
+    anvil.finalize_up_to(10);
+    let builder = RunBuilder::new("orphans", &anvil.url());
+    let pids_dir = builder.dir().join("pids");
+    std::fs::create_dir(&pids_dir).expect("pids dir");
+    let mut run = builder
+        .arg_path("--binary", &prover_script("orphan-prover.sh"))
+        .args("--workers 2 --from 1 --to 10 --job-timeout 10m".split(' '))
+        .env("PIDS_DIR", &pids_dir)
+        .spawn();
+    // Declared after `run`, so it runs before `run`'s temp dir is removed.
+    let _cleanup = KillLeftovers(pids_dir.clone());
+
+    // Two jobs, each a prover shell and its sleep.
+    eventually(RUN_TIMEOUT, || {
+        recorded_pids(&pids_dir).len() == 4 || !run.is_running()
+    });
+    if !run.is_running() {
+        run.fail("exited before both provers were running");
+    }
+    let status = run.stop();
+    run.assert_exit_code(status, 0);
+    run.assert_no_duplicates();
+
+    let pids = recorded_pids(&pids_dir);
+    if pids.len() != 4 {
+        run.fail(&format!(
+            "expected 4 recorded pids (2 provers, 2 sleeps), got {pids:?}"
+        ));
+    }
+    let mut survivors = Vec::new();
+    let all_dead = eventually(STOP_TIMEOUT, || {
+        survivors = pids
+            .iter()
+            .copied()
+            .filter(|&pid| process_alive(pid))
+            .collect();
+        survivors.is_empty()
+    });
+    if !all_dead {
+        run.fail(&format!(
+            "alive after the orchestrator stopped: {survivors:?} of {pids:?}"
+        ));
+    }
+}

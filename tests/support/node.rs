@@ -1,0 +1,163 @@
+//! A real Ethereum JSON-RPC node for the tests: one anvil per test on a free
+//! loopback port, with a finalized block that trails the head by 2, and a
+//! blocking JSON-RPC client small enough to need no HTTP crate.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `ANVIL_BIN`, else `<repo>/.deps/bin/anvil`, else `anvil` on PATH.
+fn anvil_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("ANVIL_BIN") {
+        return path.into();
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/bin/anvil");
+    if local.is_file() {
+        return local;
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("anvil"))
+        .find(|candidate| candidate.is_file());
+    on_path.unwrap_or_else(|| {
+        panic!(
+            "anvil not found (checked $ANVIL_BIN, {}, PATH): run scripts/install-test-deps.sh",
+            local.display()
+        )
+    })
+}
+
+/// One blocking HTTP/1.0 JSON-RPC call (HTTP/1.0: the server closes the
+/// connection after the response and never chunks it).
+fn rpc_call(addr: SocketAddr, method: &str, params: Value) -> std::io::Result<Value> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let invalid = |what: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what}: {response}"),
+        )
+    };
+    let (_, payload) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no HTTP body"))?;
+    let mut reply: Value =
+        serde_json::from_str(payload).map_err(|_| invalid("body is not JSON"))?;
+    if let Some(error) = reply.get("error") {
+        return Err(invalid(&format!("JSON-RPC error {error}")));
+    }
+    Ok(reply["result"].take())
+}
+
+/// An anvil process, killed when dropped.
+pub struct Anvil {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Anvil {
+    /// Starts anvil (1 s blocks, 1 slot per epoch) and waits until it answers.
+    pub fn start() -> Anvil {
+        let bin = anvil_bin();
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--block-time", "1", "--slots-in-an-epoch", "1", "--silent"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+            let mut anvil = Anvil {
+                child,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            };
+            if anvil.wait_ready() {
+                return anvil;
+            }
+            // Most likely another process took the port in between: retry.
+        }
+        panic!("anvil did not start after 5 attempts ({})", bin.display());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().expect("try_wait anvil").is_some() {
+                return false;
+            }
+            if rpc_call(self.addr, "eth_blockNumber", json!([])).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The HTTP URL to give the orchestrator as `--rpc`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A JSON-RPC call that must succeed.
+    pub fn rpc(&self, method: &str, params: Value) -> Value {
+        rpc_call(self.addr, method, params).unwrap_or_else(|e| panic!("anvil {method}: {e}"))
+    }
+
+    /// The number of the current finalized block.
+    pub fn finalized(&self) -> u64 {
+        let block = self.rpc("eth_getBlockByNumber", json!(["finalized", false]));
+        parse_quantity(&block["number"])
+    }
+
+    /// Mines `blocks` blocks at once.
+    pub fn mine(&self, blocks: u64) {
+        self.rpc("anvil_mine", json!([format!("{blocks:#x}")]));
+    }
+
+    /// Mines until the finalized block is at least `block`.
+    pub fn finalize_up_to(&self, block: u64) {
+        for _ in 0..10 {
+            let finalized = self.finalized();
+            if finalized >= block {
+                return;
+            }
+            // Near genesis the finalized block lags by less than 2, so a
+            // single round may fall short.
+            self.mine(block - finalized);
+        }
+        panic!("anvil did not finalize block {block}");
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_quantity(value: &Value) -> u64 {
+    let hex = value.as_str().and_then(|s| s.strip_prefix("0x"));
+    hex.and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("not a JSON-RPC quantity: {value}"))
+}
