@@ -77,7 +77,13 @@ fn run_system(setup: impl Future<Output = anyhow::Result<()>> + 'static) -> anyh
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    // The NATS client's debug logs print its connect options, passwords
+    // included: keep it at info unless asked for by name.
+    if !directives.contains("async_nats") {
+        directives.push_str(",async_nats=info");
+    }
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -11,13 +11,10 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nats_support::checks::{each_block_exactly, job_block, window};
+use nats_support::checks::{each_block_exactly, job_block, step_groups, window};
 use nats_support::layout::{self, block_watcher, mock_prover, proof_matcher, template_service};
 use nats_support::{BACKLOG, Cluster, LINGER, RoleProcess, mock_bin};
 use support::eventually;
-
-/// Extra blocks mined between anvil's own, so windows fill in seconds.
-const MINE_EVERY: Duration = Duration::from_millis(200);
 
 /// The `job done` lines of `provers` for blocks of `window`, once every
 /// block of the window has one (a log line may trail the proof it logs).
@@ -60,11 +57,10 @@ fn provers_with_one_consumer_name_split_the_blocks() {
         .collect();
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&block_watcher(first));
-    let miner = cluster.miner(MINE_EVERY);
+    let _miner = cluster.miner();
     let mut completed = cluster.tap("completed_proofs");
 
     let proofs = cluster.await_completed(&mut completed, &window, 1);
-    drop(miner);
     let blocks = proofs.iter().map(|p| p.block);
     cluster.check(each_block_exactly("completed_proofs", &window, blocks, 1));
     let per_prover = blocks_proved_by(&cluster, &provers, &window);
@@ -114,7 +110,7 @@ fn provers_with_distinct_consumer_names_each_prove_every_block() {
         .collect();
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&block_watcher(first));
-    let _miner = cluster.miner(MINE_EVERY);
+    let _miner = cluster.miner();
     let mut completed = cluster.tap("completed_proofs");
 
     let proofs = cluster.await_completed(&mut completed, &window, zkvms.len());
@@ -144,32 +140,35 @@ fn multistep_template_layout_completes_each_block_once() {
     let first = cluster.next_block_with_backlog(BACKLOG);
     let window = window(first, 5);
     let multistep = mock_bin("mock-multistep-prover");
-    let binary = [("BINARY", multistep.as_str()), ("MOCK_PROVE_TIME_MS", "50")];
-    let service = |label: &str, command: &str, env: &[(&str, &str)]| {
-        cluster.spawn(&template_service(label, command, env).env(binary))
+    let mocks = [("BINARY", multistep.as_str()), ("MOCK_PROVE_TIME_MS", "50")];
+    let service = |label: &str, command: &str, env: &[(&str, &str)], extra: &[(&str, &str)]| {
+        let role = template_service(label, command, env).env(extra.iter().copied());
+        cluster.spawn(&role)
     };
     let step_provers: Vec<RoleProcess> = (1..=3)
         .map(|i| {
-            service(
-                &format!("step-prover-{i}"),
-                "dispatcher",
-                layout::STEP_PROVER,
-            )
+            let label = format!("step-prover-{i}");
+            service(&label, "dispatcher", layout::STEP_PROVER, &mocks)
         })
         .collect();
+    let next_block = first.to_string();
+    // MOCK_STEPS makes the aggregating mock reject a group of the wrong size.
+    let aggregator_mocks = [mocks[0], mocks[1], ("MOCK_STEPS", "10")];
     let _roles = [
-        service("partitioner", "dispatcher", layout::PARTITIONER),
-        service("step-collector", "collector", layout::STEP_COLLECTOR),
-        // MOCK_STEPS makes the aggregating mock reject a group of the wrong size.
-        cluster.spawn(
-            &template_service("aggregator", "dispatcher", layout::AGGREGATOR)
-                .env(binary)
-                .env([("MOCK_STEPS", "10")]),
+        service("partitioner", "dispatcher", layout::PARTITIONER, &mocks),
+        service("step-collector", "collector", layout::STEP_COLLECTOR, &[]),
+        service(
+            "aggregator",
+            "dispatcher",
+            layout::AGGREGATOR,
+            &aggregator_mocks,
         ),
-        service("proof-collector", "collector", layout::PROOF_COLLECTOR),
-        cluster.spawn(
-            &template_service("block-collector", "collector", layout::BLOCK_COLLECTOR)
-                .env([("NEXT_BLOCK", first.to_string())]),
+        service("proof-collector", "collector", layout::PROOF_COLLECTOR, &[]),
+        service(
+            "block-collector",
+            "collector",
+            layout::BLOCK_COLLECTOR,
+            &[("NEXT_BLOCK", &next_block)],
         ),
     ];
     let mut completed = cluster.tap("completed_proofs");
@@ -180,20 +179,7 @@ fn multistep_template_layout_completes_each_block_once() {
     cluster.check(each_block_exactly("completed_proofs", &window, blocks, 1));
 
     cluster.check(collected.read_for(LINGER));
-    let mut groups = Vec::new();
-    for record in &collected.records {
-        let value = record.json();
-        let steps = value.as_array().map(Vec::as_slice).unwrap_or_default();
-        let group_ids: BTreeSet<_> = steps.iter().map(|s| s["group_id"].as_u64()).collect();
-        let task_ids: BTreeSet<_> = steps.iter().filter_map(|s| s["task_id"].as_str()).collect();
-        match group_ids.into_iter().collect::<Vec<_>>()[..] {
-            [Some(group)] if steps.len() == 10 && task_ids.len() == 10 => groups.push(group),
-            _ => cluster.fail(&format!(
-                "collected_step_proofs message is not 10 distinct step proofs of one group: {}",
-                record.text()
-            )),
-        }
-    }
+    let groups = cluster.check(step_groups(&collected.records, 10));
     cluster.check(each_block_exactly(
         "collected_step_proofs groups",
         &window,

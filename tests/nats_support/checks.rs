@@ -111,6 +111,30 @@ pub fn each_block_exactly(
     }
 }
 
+/// Parses `collected_step_proofs`: each message must be an array of
+/// `num_inputs` step proofs with distinct `task_id`s and one `group_id`;
+/// returns the group ids, in order.
+pub fn step_groups(records: &[Record], num_inputs: usize) -> Result<Vec<u64>, String> {
+    records
+        .iter()
+        .map(|record| {
+            let value = record.json();
+            let steps = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            let group_ids: BTreeSet<_> = steps.iter().map(|s| s["group_id"].as_u64()).collect();
+            let task_ids: BTreeSet<_> = steps.iter().filter_map(|s| s["task_id"].as_str()).collect();
+            match group_ids.into_iter().collect::<Vec<_>>()[..] {
+                [Some(group)] if steps.len() == num_inputs && task_ids.len() == num_inputs => {
+                    Ok(group)
+                }
+                _ => Err(format!(
+                    "collected_step_proofs message is not {num_inputs} distinct step proofs of one group: {}",
+                    record.text()
+                )),
+            }
+        })
+        .collect()
+}
+
 /// The block of a job id `block-N`, if it is one.
 pub fn job_block(job: &str) -> Option<u64> {
     job.strip_prefix("block-")?.parse().ok()

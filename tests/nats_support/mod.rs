@@ -28,6 +28,8 @@ use crate::support::{self, Anvil, TempDir};
 
 /// Blocks of a test's window that are final before its watcher starts.
 pub const BACKLOG: u64 = 5;
+/// How often [`Cluster::miner`] mines an extra block.
+pub const MINE_EVERY: Duration = Duration::from_millis(200);
 /// Deadlock guard for one wait of a pipeline test; never a speed expectation.
 pub const FLOW_TIMEOUT: Duration = Duration::from_secs(75);
 /// How long to keep reading after a window is done, before the final checks.
@@ -53,9 +55,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts anvil and nats-server, and makes sure the mock provers are built.
     pub fn start(test: &str) -> Cluster {
-        // `RunBuilder::new` builds the mock provers (once per test binary),
-        // which is all that is needed of it here: roles are not `run`.
-        drop(support::RunBuilder::new(test, ""));
+        support::ensure_mock_provers_built();
         Cluster {
             anvil: Arc::new(Anvil::start()),
             nats: NatsServer::start(),
@@ -130,16 +130,16 @@ impl Cluster {
         self.check(checks::completed_proofs(&completed.records))
     }
 
-    /// Mines one block every `every` besides anvil's own one per second, so
-    /// a window of blocks is reached sooner, while blocks still arrive one by one.
-    pub fn miner(&self, every: Duration) -> Miner {
+    /// Mines one block every [`MINE_EVERY`] besides anvil's own one per
+    /// second, so a window fills in seconds while blocks still come one by one.
+    pub fn miner(&self) -> Miner {
         let anvil = Arc::clone(&self.anvil);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 anvil.mine(1);
-                std::thread::sleep(every);
+                std::thread::sleep(MINE_EVERY);
             }
         });
         Miner {
@@ -161,18 +161,26 @@ impl Cluster {
             .unwrap_or_default();
         logs.retain(|path| path.extension().is_some_and(|ext| ext == "stderr"));
         logs.sort();
-        let tails: Vec<String> = logs
+        let mut tails: Vec<String> = logs
             .iter()
             .map(|path| {
-                let text = std::fs::read_to_string(path).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(25)..];
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
-                format!("--- {name} ---\n{}", tail.join("\n"))
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                format!("--- {name} ---\n{}", tail(&text, 25))
             })
             .collect();
+        tails.push(format!(
+            "--- nats-server ---\n{}",
+            tail(&self.nats.log(), 10)
+        ));
         panic!("{what}\n{}", tails.join("\n"));
     }
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A thread mining blocks until dropped.

@@ -130,18 +130,6 @@ impl RoleProcess {
             .join("")
     }
 
-    /// The last `lines` lines of [`RoleProcess::stderr`], headed by the label.
-    pub fn stderr_tail(&self, lines: usize) -> String {
-        let stderr = self.stderr();
-        let all: Vec<&str> = stderr.lines().collect();
-        let tail = &all[all.len().saturating_sub(lines)..];
-        format!(
-            "--- {} stderr (last {lines}) ---\n{}",
-            self.label(),
-            tail.join("\n")
-        )
-    }
-
     /// The job ids (`job=<id>`) of this role's `job done` log lines, in order.
     pub fn jobs_done(&self) -> Vec<String> {
         self.stderr()

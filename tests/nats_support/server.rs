@@ -62,6 +62,13 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on free ports and waits until JetStream is ready.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(&[])
+    }
+
+    /// [`NatsServer::start`] with extra server flags, e.g. `--user U --pass P`
+    /// or `--tls --tlscert C --tlskey K` (the health check, on the plain
+    /// HTTP monitoring port, needs neither credentials nor TLS).
+    pub fn start_with(flags: &[&str]) -> NatsServer {
         let bin = nats_server_bin();
         for _ in 0..5 {
             let dir = temp_dir("nats");
@@ -73,6 +80,7 @@ impl NatsServer {
                 .arg(dir.path().join("store"))
                 .args(["-a", "127.0.0.1", "-p", &port.to_string()])
                 .args(["-m", &http_port.to_string()])
+                .args(flags)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)

@@ -91,15 +91,28 @@ impl NatsOptions {
                         async_nats::Event::Connected => {
                             tracing::info!(server = %shown, "connected to NATS")
                         }
+                        async_nats::Event::Closed => {
+                            tracing::info!(server = %shown, "NATS connection closed")
+                        }
                         other => tracing::warn!(server = %shown, event = %other, "NATS connection"),
                     }
                 }
             });
-        if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &self.token {
-            options = options.token(token.clone());
+        // Credentials written into the URL are taken out of it, so the
+        // client library never logs them; explicit settings win.
+        let servers: Vec<(String, Option<Credentials>)> =
+            self.url.split(',').map(split_credentials).collect();
+        let from_url = servers.iter().find_map(|(_, c)| c.clone());
+        match (&self.user, &self.password, &self.token, from_url) {
+            (Some(user), Some(password), _, _) => {
+                options = options.user_and_password(user.clone(), password.clone())
+            }
+            (_, _, Some(token), _) => options = options.token(token.clone()),
+            (_, _, _, Some(Credentials::UserPassword(user, password))) => {
+                options = options.user_and_password(user, password)
+            }
+            (_, _, _, Some(Credentials::Token(token))) => options = options.token(token),
+            _ => {}
         }
         if let Some(path) = &self.creds_file {
             options = options
@@ -123,7 +136,7 @@ impl NatsOptions {
                 .add_root_certificates(path.clone())
                 .require_tls(true);
         }
-        let servers: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        let servers: Vec<&str> = servers.iter().map(|(url, _)| url.as_str()).collect();
         // With retry_on_initial_connect, connect returns at once and the
         // client keeps trying; the first request then waits for the server.
         options
@@ -136,15 +149,37 @@ impl NatsOptions {
     }
 }
 
-/// `url` with user info removed.
+/// Credentials found in a server URL.
+#[derive(Clone)]
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Splits `nats://user:pass@host:4222` (or `nats://token@host`) into the URL
+/// without user info and the credentials.
+fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return (url.to_owned(), None);
+    };
+    let clean = if scheme.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{scheme}://{host}")
+    };
+    let credentials = match userinfo.split_once(':') {
+        Some((user, password)) => Credentials::UserPassword(user.to_owned(), password.to_owned()),
+        None => Credentials::Token(userinfo.to_owned()),
+    };
+    (clean, Some(credentials))
+}
+
+/// `url` (one or more servers) with user info removed, for logs.
 pub fn shown_url(url: &str) -> String {
     url.split(',')
-        .map(|u| {
-            u.rsplit_once('@')
-                .map_or(u, |(_, host)| host)
-                .trim()
-                .to_owned()
-        })
+        .map(|u| split_credentials(u).0)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -583,10 +618,19 @@ mod tests {
 
     #[test]
     fn urls_are_shown_without_credentials() {
-        assert_eq!(shown_url("nats://user:secret@host:4222"), "host:4222");
+        assert_eq!(
+            shown_url("nats://user:secret@host:4222"),
+            "nats://host:4222"
+        );
         assert_eq!(
             shown_url("nats://a:4222, tls://t0ken@b:4222"),
-            "nats://a:4222,b:4222"
+            "nats://a:4222,tls://b:4222"
+        );
+        assert!(
+            matches!(split_credentials("nats://u:p@h:1").1, Some(Credentials::UserPassword(u, p)) if u == "u" && p == "p")
+        );
+        assert!(
+            matches!(split_credentials("t0ken@h:1"), (h, Some(Credentials::Token(t))) if h == "h:1" && t == "t0ken")
         );
     }
 }
