@@ -1,0 +1,157 @@
+//! Connecting to NATS: URLs, credentials, TLS. Secrets never reach a log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::NatsError;
+
+/// How to reach and authenticate to the NATS server. Secrets stay in here:
+/// nothing of this is logged but the URL's host.
+#[derive(Clone, Default)]
+pub struct NatsOptions {
+    /// Server URL(s), comma separated: `nats://host:4222`, `tls://host:4222`.
+    pub url: String,
+    /// User name, with `password`.
+    pub user: Option<String>,
+    /// Password of `user`.
+    pub password: Option<String>,
+    /// Authentication token.
+    pub token: Option<String>,
+    /// A `.creds` file (JWT and NKey seed).
+    pub creds_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the server's TLS certificate; implies TLS.
+    pub ca_file: Option<PathBuf>,
+    /// Connection name shown in the server's monitoring.
+    pub name: String,
+}
+
+impl NatsOptions {
+    /// Connects, retrying while the server is not up yet.
+    pub async fn connect(&self) -> Result<async_nats::Client, NatsError> {
+        let shown = shown_url(&self.url);
+        let mut options = async_nats::ConnectOptions::new()
+            .name(&self.name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let shown = shown.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!(server = %shown, "connected to NATS")
+                        }
+                        async_nats::Event::Closed => {
+                            tracing::info!(server = %shown, "NATS connection closed")
+                        }
+                        other => tracing::warn!(server = %shown, event = %other, "NATS connection"),
+                    }
+                }
+            });
+        // Credentials written into the URL are taken out of it, so the
+        // client library never logs them; explicit settings win.
+        let servers: Vec<(String, Option<Credentials>)> =
+            self.url.split(',').map(split_credentials).collect();
+        let from_url = servers.iter().find_map(|(_, c)| c.clone());
+        match (&self.user, &self.password, &self.token, from_url) {
+            (Some(user), Some(password), _, _) => {
+                options = options.user_and_password(user.clone(), password.clone())
+            }
+            (_, _, Some(token), _) => options = options.token(token.clone()),
+            (_, _, _, Some(Credentials::UserPassword(user, password))) => {
+                options = options.user_and_password(user, password)
+            }
+            (_, _, _, Some(Credentials::Token(token))) => options = options.token(token),
+            _ => {}
+        }
+        if let Some(path) = &self.creds_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| NatsError::File {
+                    what: "NATS credentials file",
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        if let Some(path) = &self.ca_file {
+            if !path.is_file() {
+                return Err(NatsError::File {
+                    what: "NATS CA file",
+                    path: path.display().to_string(),
+                    reason: "no such file".into(),
+                });
+            }
+            options = options
+                .add_root_certificates(path.clone())
+                .require_tls(true);
+        }
+        let servers: Vec<&str> = servers.iter().map(|(url, _)| url.as_str()).collect();
+        // With retry_on_initial_connect, connect returns at once and the
+        // client keeps trying; the first request then waits for the server.
+        options
+            .connect(servers)
+            .await
+            .map_err(|e| NatsError::Connect {
+                url: shown_url(&self.url),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Credentials found in a server URL.
+#[derive(Clone)]
+enum Credentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Splits `nats://user:pass@host:4222` (or `nats://token@host`) into the URL
+/// without user info and the credentials.
+fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return (url.to_owned(), None);
+    };
+    let clean = if scheme.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{scheme}://{host}")
+    };
+    let credentials = match userinfo.split_once(':') {
+        Some((user, password)) => Credentials::UserPassword(user.to_owned(), password.to_owned()),
+        None => Credentials::Token(userinfo.to_owned()),
+    };
+    (clean, Some(credentials))
+}
+
+/// `url` (one or more servers) with user info removed, for logs.
+pub fn shown_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| split_credentials(u).0)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(
+            shown_url("nats://user:secret@host:4222"),
+            "nats://host:4222"
+        );
+        assert_eq!(
+            shown_url("nats://a:4222, tls://t0ken@b:4222"),
+            "nats://a:4222,tls://b:4222"
+        );
+        assert!(
+            matches!(split_credentials("nats://u:p@h:1").1, Some(Credentials::UserPassword(u, p)) if u == "u" && p == "p")
+        );
+        assert!(
+            matches!(split_credentials("t0ken@h:1"), (h, Some(Credentials::Token(t))) if h == "h:1" && t == "t0ken")
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! The NATS JetStream edge: a pull-consumer [`JobSource`], a deduplicating
+//! [`Publisher`], and a key-value [`MatchStore`]. Role mode runs the same
+//! actors as standalone mode on top of these.
+
+mod connect;
+mod source;
+mod store;
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType, Stream};
+use async_nats::jetstream::{self, kv};
+use async_trait::async_trait;
+use thiserror::Error;
+
+pub use connect::{NatsOptions, shown_url};
+pub use source::NatsSource;
+pub use store::KvMatchStore;
+
+use super::{EdgeError, Publisher};
+use crate::backoff::Backoff;
+use crate::messages::Envelope;
+
+/// Attempts of one publish before it is reported failed (same id each time).
+const PUBLISH_ATTEMPTS: u32 = 6;
+
+/// Why the NATS edge could not be set up.
+#[derive(Debug, Error)]
+pub enum NatsError {
+    /// The server could not be reached or refused the credentials.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The server URL, without credentials.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A credentials or CA file could not be read.
+    #[error("cannot read {what} {path}: {reason}")]
+    File {
+        /// Which file (credentials, CA).
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// A JetStream request (stream, consumer, bucket) failed.
+    #[error(
+        "JetStream {what} failed: {reason} (is the server >= 2.10 with JetStream enabled, `-js`?)"
+    )]
+    JetStream {
+        /// What was attempted.
+        what: String,
+        /// The server's answer.
+        reason: String,
+    },
+}
+
+/// The stream and subject naming of a deployment. Defaults match the
+/// original template: stream `modularorchestrator`, subjects
+/// `modularorchestrator.<queue>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Stream name.
+    pub stream: String,
+    /// Subject prefix; queues live at `<prefix>.<queue>`.
+    pub prefix: String,
+    /// Window in which a repeated message id is dropped.
+    pub duplicate_window: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new("modularorchestrator")
+    }
+}
+
+impl Topology {
+    /// The topology of stream `name`, with subjects under the same name.
+    pub fn new(name: &str) -> Self {
+        Self {
+            stream: name.to_owned(),
+            prefix: name.to_owned(),
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+
+    /// The logical name of `queue`, given short (`blocks`) or full
+    /// (`modularorchestrator.blocks`).
+    pub fn queue<'a>(&self, queue: &'a str) -> &'a str {
+        queue
+            .strip_prefix(&self.prefix)
+            .and_then(|q| q.strip_prefix('.'))
+            .unwrap_or(queue)
+    }
+
+    /// The subject of `queue`.
+    pub fn subject(&self, queue: &str) -> String {
+        format!("{}.{}", self.prefix, self.queue(queue))
+    }
+}
+
+/// How a consumer group reads its queues.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Durable name: instances with one name split the work.
+    pub name: String,
+    /// Logical queues it reads.
+    pub queues: Vec<String>,
+    /// Time the server waits for an ack (or in-progress ack) before redelivering.
+    pub ack_wait: Duration,
+    /// Deliveries before the server gives up; keep above the pool's attempts
+    /// so the pool dead-letters first.
+    pub max_deliver: i64,
+    /// Only messages published from now on (for a watcher of results), not
+    /// the stream's history; such a consumer is removed when idle.
+    pub only_new: bool,
+}
+
+/// A connection to JetStream with the deployment's stream ensured.
+#[derive(Clone)]
+pub struct NatsBus {
+    js: jetstream::Context,
+    stream: Stream,
+    topology: Topology,
+}
+
+impl NatsBus {
+    /// Connects and creates the stream if it does not exist (idempotent).
+    pub async fn connect(options: &NatsOptions, topology: Topology) -> Result<Self, NatsError> {
+        let client = options.connect().await?;
+        let js = jetstream::new(client);
+        let config = StreamConfig {
+            name: topology.stream.clone(),
+            subjects: vec![format!("{}.>", topology.prefix)],
+            storage: StorageType::File,
+            duplicate_window: topology.duplicate_window,
+            ..Default::default()
+        };
+        let stream = js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| NatsError::JetStream {
+                what: format!("creating stream {}", topology.stream),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            js,
+            stream,
+            topology,
+        })
+    }
+
+    /// The topology this bus uses.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// A source reading `spec.queues` as consumer `spec.name` (created if missing).
+    pub async fn source(&self, spec: &ConsumerSpec) -> Result<NatsSource, NatsError> {
+        let mut subjects: Vec<String> = spec
+            .queues
+            .iter()
+            .map(|q| self.topology.subject(q))
+            .collect();
+        subjects.sort();
+        subjects.dedup();
+        let mut config = pull::Config {
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        if subjects.len() == 1 {
+            config.filter_subject = subjects[0].clone();
+        } else {
+            config.filter_subjects = subjects;
+        }
+        if spec.only_new {
+            config.name = Some(spec.name.clone());
+            config.deliver_policy = DeliverPolicy::New;
+            config.inactive_threshold = Duration::from_secs(60);
+        } else {
+            config.durable_name = Some(spec.name.clone());
+        }
+        let consumer: PullConsumer = self
+            .stream
+            .get_or_create_consumer(&spec.name, config)
+            .await
+            .map_err(|e| NatsError::JetStream {
+                what: format!("creating consumer {}", spec.name),
+                reason: e.to_string(),
+            })?;
+        tracing::info!(consumer = %spec.name, queues = ?spec.queues, "consuming");
+        Ok(NatsSource {
+            consumer,
+            bus: self.clone(),
+        })
+    }
+
+    /// A publisher to this bus.
+    pub fn publisher(&self) -> NatsPublisher {
+        NatsPublisher {
+            bus: self.clone(),
+            retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
+        }
+    }
+
+    /// The last message payload published to `queue`, if any.
+    pub async fn last_payload(&self, queue: &str) -> Result<Option<Vec<u8>>, NatsError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&self.topology.subject(queue))
+            .await
+        {
+            Ok(message) => Ok(Some(message.payload.to_vec())),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(NatsError::JetStream {
+                what: format!("reading the last message of {queue}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// A key-value match store in `bucket` (created if missing), keys under `prefix`.
+    pub async fn match_store(&self, bucket: &str, prefix: &str) -> Result<KvMatchStore, NatsError> {
+        let store = match self.js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => self
+                .js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    history: 1,
+                    max_age: Duration::from_secs(14 * 24 * 3600),
+                    storage: StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| NatsError::JetStream {
+                    what: format!("creating key-value bucket {bucket}"),
+                    reason: e.to_string(),
+                })?,
+        };
+        Ok(KvMatchStore {
+            store,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    async fn publish_once(&self, subject: &str, message: &Envelope) -> Result<(), String> {
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone().into())
+            .message_id(&message.id);
+        let ack = self
+            .js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(|e| e.to_string())?;
+        ack.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Publishes to JetStream with the envelope's id as `Nats-Msg-Id`, waiting
+/// for the server's ack and retrying a failed publish with the same id.
+#[derive(Clone)]
+pub struct NatsPublisher {
+    bus: NatsBus,
+    retry: Backoff,
+}
+
+#[async_trait]
+impl Publisher for NatsPublisher {
+    async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
+        let subject = self.bus.topology.subject(queue);
+        let mut failures = 0;
+        loop {
+            let Err(reason) = self.bus.publish_once(&subject, &message).await else {
+                return Ok(());
+            };
+            failures += 1;
+            if failures >= PUBLISH_ATTEMPTS {
+                return Err(EdgeError::Publish {
+                    queue: subject,
+                    id: message.id,
+                    reason,
+                });
+            }
+            tracing::warn!(%subject, id = %message.id, %reason, attempt = failures, "publish failed; retrying with the same id");
+            tokio::time::sleep(self.retry.delay(failures)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queues_given_short_or_full_map_to_one_subject() {
+        let t = Topology::default();
+        assert_eq!(t.subject("blocks"), "modularorchestrator.blocks");
+        assert_eq!(
+            t.subject("modularorchestrator.blocks"),
+            "modularorchestrator.blocks"
+        );
+        assert_eq!(t.queue("modularorchestrator.block_proofs"), "block_proofs");
+        assert_eq!(t.queue("steps"), "steps");
+    }
+}

@@ -1,0 +1,134 @@
+//! Settings layering and validation, with the template's own environments.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let dir = std::env::temp_dir().join(format!("orch-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("orchestrator.toml");
+    std::fs::write(
+        &file,
+        "workers = 3\nevery = 10\nl1_rpc = \"http://file:8545\"\njob_timeout = \"2m\"\n",
+    )
+    .unwrap();
+    let env = env(&[
+        ("ORCHESTRATOR_EVERY", "100"),
+        ("L1_RPC", "http://env:8545"),
+        ("NEXT_BLOCK", "23839700"),
+    ]);
+    let flags = vec![("l1_rpc", config::Value::from("http://flag:8545"))];
+    let s = Settings::load(Some(&file), &env, flags).unwrap();
+    assert_eq!(
+        (s.workers, s.every, s.l1_rpc.as_str()),
+        (3, 100, "http://flag:8545")
+    );
+    assert_eq!(
+        (s.next_block, s.job_timeout),
+        (Some(23839700), Duration::from_secs(120))
+    );
+    assert_eq!(s.max_attempts, 3, "default kept");
+}
+
+/// The shared `.env` of the original template and each service's
+/// environment, as its compose files have them.
+#[test]
+fn template_environments_load_as_they_are() {
+    let shared = [
+        ("L1_RPC", "http://127.0.0.1:8545"),
+        ("NATS_URL", "nats://host:4223"),
+        ("MESSAGE_BUS_TYPE", "NatsBasic"),
+        ("STORAGE_TYPE", "Nats"),
+        ("INPUT_STREAM", "modularorchestrator"),
+        ("OUTPUT_STREAM", "modularorchestrator"),
+        ("METRICS_PORT", "8888"),
+    ];
+    let services: [&[(&str, &str)]; 4] = [
+        &[
+            ("STRATEGY", "Block"),
+            ("INPUT_QUEUE", "unused"),
+            ("OUTPUT_QUEUE", "blocks"),
+            ("NUM_INPUTS", "1"),
+            ("SINGLE_OUTPUT", "true"),
+            ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500"),
+            ("NEXT_BLOCK", "23839700"),
+        ],
+        &[
+            ("STRATEGY", "Proof"),
+            ("INPUT_QUEUE", "block_proofs,blocks"),
+            ("OUTPUT_QUEUE", "completed_proofs"),
+            ("NUM_INPUTS", "1"),
+            ("SINGLE_OUTPUT", "true"),
+            ("COLLECT_TIMEOUT_PERIOD_MILLIS", "500"),
+        ],
+        &[
+            ("CONSUMER_NAME", "sp1-prover"),
+            ("INPUT_QUEUE", "blocks"),
+            ("OUTPUT_QUEUE", "block_proofs"),
+            ("EXECUTOR_TYPE", "JsonExecutor"),
+            ("BINARY", "/provers/sp1"),
+        ],
+        &[
+            ("STRATEGY", "Match"),
+            ("INPUT_QUEUE", "step_proofs"),
+            ("OUTPUT_QUEUE", "collected_step_proofs"),
+            ("NUM_INPUTS", "10"),
+            ("SINGLE_OUTPUT", "false"),
+            ("MULTIPLE_OUTPUT", "1"),
+        ],
+    ];
+    for service in services {
+        let s = Settings::load(None, &env(&[&shared[..], service].concat()), vec![]).unwrap();
+        assert_eq!(s.nats_url.as_deref(), Some("nats://host:4223"));
+    }
+    let matcher = Settings::load(None, &env(&[&shared[..], services[3]].concat()), vec![]).unwrap();
+    assert_eq!(
+        (
+            matcher.num_inputs,
+            matcher.single_output,
+            matcher.multiple_output
+        ),
+        (Some(10), Some(false), true)
+    );
+    let err = Settings::load(None, &env(&[("NUM_INPUTS", "ten")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NUM_INPUTS"), "{err}");
+    let err = Settings::load(None, &env(&[("EXECUTOR_TYPE", "ShellExecutor")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("JsonExecutor"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let err = Settings::load(None, &env(&[("ORCHESTRATOR_WORKERS", "many")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("workers"), "{err}");
+    let err = Settings::load(None, &env(&[("ORCHESTRATOR_WORKERS", "0")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("workers is 0"), "{err}");
+    let err = Settings::load(None, &env(&[("ORCHESTRATOR_JOB_TIMEOUT", "soon")]), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"soon\" is not a duration"), "{err}");
+    let range = vec![
+        ("next_block", config::Value::from(10u64)),
+        ("to_block", config::Value::from(5u64)),
+    ];
+    assert!(
+        Settings::load(None, &env(&[]), range)
+            .unwrap_err()
+            .to_string()
+            .contains("before it starts")
+    );
+}
