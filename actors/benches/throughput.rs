@@ -40,7 +40,11 @@ fn pool_config(workers: usize) -> PoolConfig {
         retry: quick,
         restart: quick,
         progress_interval: Duration::from_secs(10),
-        routes: vec![Route { input: queues::BLOCKS.into(), output: queues::BLOCK_PROOFS.into(), multiple_output: false }],
+        routes: vec![Route {
+            input: queues::BLOCKS.into(),
+            output: queues::BLOCK_PROOFS.into(),
+            multiple_output: false,
+        }],
     }
 }
 
@@ -51,13 +55,20 @@ async fn pipeline(runner: Arc<dyn JobRunner>, workers: usize, blocks: u64) -> Du
     let matcher_input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
     let mut completed = bus.subscribe(&[queues::COMPLETED_PROOFS]);
     let publisher = Arc::new(bus.clone());
-    let matcher = ProofMatcher::new(Arc::new(MemoryMatchStore::default()), publisher.clone(), vec![]).start();
+    let matcher = ProofMatcher::new(
+        Arc::new(MemoryMatchStore::default()),
+        publisher.clone(),
+        vec![],
+    )
+    .start();
     pump(Box::new(matcher_input), matcher.recipient());
     ProverPool::new(pool_config(workers), runner, Box::new(jobs), publisher).start();
 
     let started = Instant::now();
     for block in 0..blocks {
-        bus.publish(queues::BLOCKS, Envelope::block(block)).await.expect("local publish");
+        bus.publish(queues::BLOCKS, Envelope::block(block))
+            .await
+            .expect("local publish");
     }
     for _ in 0..blocks {
         completed.next().await.expect("completed proof");
@@ -68,13 +79,22 @@ async fn pipeline(runner: Arc<dyn JobRunner>, workers: usize, blocks: u64) -> Du
 fn report(name: &str, jobs: u64, elapsed: Duration) {
     let per_job = elapsed / jobs as u32;
     let rate = jobs as f64 / elapsed.as_secs_f64();
-    println!("{name:<40} {jobs:>6} jobs  {:>8.0} ms  {rate:>9.0} jobs/s  {per_job:>10.1?}/job", elapsed.as_secs_f64() * 1000.0);
+    println!(
+        "{name:<40} {jobs:>6} jobs  {:>8.0} ms  {rate:>9.0} jobs/s  {per_job:>10.1?}/job",
+        elapsed.as_secs_f64() * 1000.0
+    );
 }
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: 0 kB");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn shell_prover(dir: &Path) -> ProcessRunner {
@@ -91,16 +111,27 @@ fn main() {
         for workers in [1, 8] {
             let blocks = 20_000;
             let elapsed = pipeline(Arc::new(InstantProver), workers, blocks).await;
-            report(&format!("actors, instant prover, {workers} workers"), blocks, elapsed);
+            report(
+                &format!("actors, instant prover, {workers} workers"),
+                blocks,
+                elapsed,
+            );
         }
-        println!("peak RSS after the actor runs: {} MiB", peak_rss_kib() / 1024);
+        println!(
+            "peak RSS after the actor runs: {} MiB",
+            peak_rss_kib() / 1024
+        );
 
         let dir = std::env::temp_dir().join(format!("orchestrator-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for workers in [1, 2] {
             let blocks = 300;
             let elapsed = pipeline(Arc::new(shell_prover(&dir)), workers, blocks).await;
-            report(&format!("processes, sh prover, {workers} workers"), blocks, elapsed);
+            report(
+                &format!("processes, sh prover, {workers} workers"),
+                blocks,
+                elapsed,
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     });
