@@ -1,0 +1,51 @@
+//! `orchestrator run --nats URL`: the standalone pipeline with NATS JetStream
+//! at its edges instead of in-process queues. A range run exits by itself,
+//! prints each block once, and the stream holds every block, proof and
+//! completed proof exactly once.
+
+mod nats_support;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use nats_support::{Tap, checks};
+use support::events::sampled;
+use support::{Anvil, RUN_TIMEOUT, RunBuilder};
+
+#[test]
+fn range_run_with_nats_edges() {
+    let (from, to) = (6, 20);
+    let anvil = Anvil::start();
+    anvil.finalize_up_to(to);
+    let nats = nats_support::NatsServer::start();
+    let mut run = RunBuilder::new("standalone-nats", &anvil.url())
+        .args(["--nats", &nats.url(), "--workers", "2"])
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .spawn();
+    let status = run.wait_exit(RUN_TIMEOUT);
+    run.assert_exit_code(status, 0);
+    run.assert_outcome(&sampled(from, to, 1), "mock-prover", &BTreeSet::new());
+
+    let window = from..to + 1;
+    let read = |queue: &str| {
+        let mut tap = Tap::open(&nats.url(), queue, Duration::from_secs(10)).expect("open tap");
+        tap.read_for(Duration::from_secs(1)).expect("read tap");
+        tap.records
+    };
+    let blocks = checks::announced_blocks(&read("blocks")).expect("blocks");
+    checks::each_block_exactly("blocks", &window, blocks, 1).unwrap();
+    let completed = checks::completed_proofs(&read("completed_proofs")).expect("completed proofs");
+    checks::each_block_exactly(
+        "completed_proofs",
+        &window,
+        completed.iter().map(|c| c.block),
+        1,
+    )
+    .unwrap();
+    assert_eq!(
+        read("block_proofs").len(),
+        window.count(),
+        "one block proof per block"
+    );
+}
