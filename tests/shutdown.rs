@@ -1,4 +1,4 @@
-//! SIGTERM stops `orchestrator run` cleanly while provers are running: the
+//! SIGTERM and Ctrl-C (SIGINT) stop `orchestrator run` cleanly while provers are running: the
 //! process exits 0 and takes its provers down with it, including the
 //! provers' own children (the whole process group), so nothing is orphaned.
 
@@ -47,9 +47,19 @@ impl Drop for KillLeftovers {
 
 #[test]
 fn sigterm_leaves_no_orphans() {
+    stop_leaves_no_orphans("orphans-term", libc::SIGTERM);
+}
+
+#[test]
+fn ctrl_c_leaves_no_orphans() {
+    stop_leaves_no_orphans("orphans-int", libc::SIGINT);
+}
+
+/// Stops a run with `signal` while two provers and their children run.
+fn stop_leaves_no_orphans(test: &str, signal: i32) {
     let anvil = Anvil::start();
     anvil.finalize_up_to(10);
-    let builder = RunBuilder::new("orphans", &anvil.url());
+    let builder = RunBuilder::new(test, &anvil.url());
     let pids_dir = builder.dir().join("pids");
     std::fs::create_dir(&pids_dir).expect("pids dir");
     let mut run = builder
@@ -67,7 +77,8 @@ fn sigterm_leaves_no_orphans() {
     if !run.is_running() {
         run.fail("exited before both provers were running");
     }
-    let status = run.stop();
+    run.signal(signal);
+    let status = run.wait_exit(STOP_TIMEOUT);
     run.assert_exit_code(status, 0);
     run.assert_no_duplicates();
 
