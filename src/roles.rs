@@ -123,19 +123,22 @@ impl Wiring {
         }
     }
 
-    fn spec(&self, s: &Settings) -> ConsumerSpec {
-        consumer_spec(&self.consumer, &self.inputs, s)
+    fn spec(&self, role: Role, s: &Settings) -> ConsumerSpec {
+        let attempts = (role == Role::Prover).then_some(s.max_attempts);
+        consumer_spec(&self.consumer, &self.inputs, attempts)
     }
 }
 
-/// A durable consumer reading `queues` with the retry budget of `s`.
-pub fn consumer_spec(name: &str, queues: &[String], s: &Settings) -> ConsumerSpec {
+/// A durable consumer reading `queues`. A prover pool passes its
+/// `max_attempts`: the server's limit stays above it, so the pool dead-letters
+/// a job before the server could drop it. Other consumers fail only when the
+/// infrastructure does, so their messages are redelivered without limit.
+pub fn consumer_spec(name: &str, queues: &[String], max_attempts: Option<u32>) -> ConsumerSpec {
     ConsumerSpec {
         name: name.to_owned(),
         queues: queues.to_vec(),
         ack_wait: ACK_WAIT,
-        // Above the pool's attempts, so the pool dead-letters before the server gives up.
-        max_deliver: i64::from(s.max_attempts) + 3,
+        max_deliver: max_attempts.map_or(-1, |attempts| i64::from(attempts) + 3),
         only_new: false,
     }
 }
@@ -200,7 +203,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
         Role::Init => {
             bus.match_store(&matcher_bucket(&s), "init").await?;
             if s.input_queue.is_some() {
-                bus.source(&wiring.spec(&s)).await?;
+                bus.source(&wiring.spec(role, &s)).await?;
             }
             tracing::info!(stream = %s.input_stream, "stream and key-value bucket ready");
             System::current().stop_with_code(0);
@@ -218,7 +221,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
             BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config).start();
         }
         Role::Prover => {
-            let source = bus.source(&wiring.spec(&s)).await?;
+            let source = bus.source(&wiring.spec(role, &s)).await?;
             let routes = wiring
                 .inputs
                 .iter()
@@ -247,7 +250,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
                 .with_queues(blocks.clone(), wiring.output.clone())
                 .start();
             pump(
-                Box::new(bus.source(&wiring.spec(&s)).await?),
+                Box::new(bus.source(&wiring.spec(role, &s)).await?),
                 matcher.recipient(),
             );
         }
@@ -257,7 +260,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
                 .with_keepalive(PROGRESS_INTERVAL)
                 .start();
             pump(
-                Box::new(bus.source(&wiring.spec(&s)).await?),
+                Box::new(bus.source(&wiring.spec(role, &s)).await?),
                 collector.recipient(),
             );
         }

@@ -48,7 +48,11 @@ impl Edges {
             Edges::Nats(bus) => {
                 let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
                 let name = format!("standalone-{group}");
-                Box::new(bus.source(&roles::consumer_spec(&name, &queues, s)).await?)
+                let attempts = (group == "prover").then_some(s.max_attempts);
+                Box::new(
+                    bus.source(&roles::consumer_spec(&name, &queues, attempts))
+                        .await?,
+                )
             }
         })
     }
