@@ -11,7 +11,7 @@ build:
 # Installs nats-server and anvil into .deps/ when missing, then runs the lint
 # gates and every test of the workspace.
 test:
-	export PATH="$$(scripts/install-test-deps.sh):$$PATH" && \
+	deps="$$(scripts/install-test-deps.sh)" && export PATH="$$deps:$$PATH" && \
 	cargo fmt --all --check && \
 	cargo clippy --workspace --all-targets -- -D warnings && \
 	cargo build --workspace && \

@@ -30,35 +30,51 @@ impl Reporter {
         }
     }
 
+    /// Writes one line to stdout. A closed stdout (`run | head`) ends the
+    /// run cleanly instead of panicking.
+    fn print(&self, line: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_fmt(line)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            tracing::warn!("stdout is closed; stopping");
+            System::current().stop_with_code(if self.failed.is_empty() { 0 } else { 1 });
+        }
+    }
+
     fn print_proof(&self, proof: &CompletedProof) {
         if self.json {
             let line = json!({"event": "proved", "block": proof.block, "prover": proof.prover, "proof": proof.proof, "latency_ms": proof.latency_ms});
-            println!("{line}");
+            self.print(format_args!("{line}"));
         } else {
             let shown = proof
                 .proof
                 .as_str()
                 .map_or_else(|| proof.proof.to_string(), str::to_owned);
-            println!(
+            self.print(format_args!(
                 "proved block={} prover={} latency_ms={} proof={}",
                 proof.block, proof.prover, proof.latency_ms, shown
-            );
+            ));
         }
     }
 
     fn print_failure(&self, block: Option<u64>, letter: &DeadLetter) {
         if self.json {
-            println!(
+            self.print(format_args!(
                 "{}",
                 json!({"event": "failed", "block": block, "queue": letter.queue, "error": letter.error})
-            );
+            ));
         } else {
             let block = block.map_or_else(|| "?".to_owned(), |b| b.to_string());
-            println!(
+            self.print(format_args!(
                 "failed block={block} queue={} error={}",
                 letter.queue,
                 letter.error.replace('\n', " ")
-            );
+            ));
         }
     }
 

@@ -105,7 +105,7 @@ impl Wiring {
         let consumer = s
             .consumer_name
             .clone()
-            .unwrap_or_else(|| format!("{}-{}", role.name(), inputs.join("-")));
+            .unwrap_or_else(|| format!("{}-{}-{output}", role.name(), inputs.join("-")));
         let consumer = consumer
             .chars()
             .map(|c| {
@@ -368,7 +368,11 @@ mod tests {
                 prover.output.as_str(),
                 prover.consumer.as_str()
             ),
-            (&["blocks".to_owned()][..], "block_proofs", "prover-blocks")
+            (
+                &["blocks".to_owned()][..],
+                "block_proofs",
+                "prover-blocks-block_proofs"
+            )
         );
 
         let env = [
@@ -378,7 +382,10 @@ mod tests {
         let matcher = Wiring::new(Role::ProofMatcher, &settings(&env), &topology);
         assert_eq!(matcher.inputs, ["block_proofs", "blocks"]);
         assert_eq!(matcher.output, "completed_proofs");
-        assert_eq!(matcher.consumer, "proof-matcher-block_proofs-blocks");
+        assert_eq!(
+            matcher.consumer,
+            "proof-matcher-block_proofs-blocks-completed_proofs"
+        );
 
         let named = Wiring::new(
             Role::Prover,

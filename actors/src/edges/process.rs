@@ -81,7 +81,8 @@ impl ProcessRunner {
             .await
             .map_err(|e| io_failure(&input_path, e))?;
 
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--input-path")
             .arg(&input_path)
             .arg("--output-path")
@@ -91,12 +92,20 @@ impl ProcessRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| JobFailure::Spawn {
-                binary: self.binary.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .kill_on_drop(true);
+        // SAFETY: prctl(2) is async-signal-safe and touches no memory of the
+        // parent; it makes the kernel kill the prover if the orchestrator is
+        // killed outright (kill -9), when no guard gets to run.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| JobFailure::Spawn {
+            binary: self.binary.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let _group = child.id().map(|pid| GroupGuard::register(pid as i32));
         let stdout = tokio::spawn(read_tail(child.stdout.take()));
         let stderr = tokio::spawn(read_tail(child.stderr.take()));
@@ -165,11 +174,20 @@ impl JobRunner for ProcessRunner {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_failure(&dir, e))?;
-        let result = self.run_in(&dir, input).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove job directory");
+        // Removed on drop too, so a job cut short by shutdown leaves no files.
+        let _cleanup = JobDir(dir.clone());
+        self.run_in(&dir, input).await
+    }
+}
+
+/// Removes a job's directory when the job ends, however it ends.
+struct JobDir(PathBuf);
+
+impl Drop for JobDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove job directory");
         }
-        result
     }
 }
 

@@ -7,6 +7,9 @@ use url::Url;
 
 use super::{ChainHead, EdgeError};
 
+/// Longest wait for one answer of the node.
+const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The chain as seen through one JSON-RPC endpoint.
 ///
 /// Only reads the finalized block, so it carries no fillers or signers.
@@ -44,10 +47,14 @@ impl ChainHead for RpcChain {
             url: self.shown_url.clone(),
             reason,
         };
-        let block = self
+        let request = self
             .provider
-            .get_block_by_number(BlockNumberOrTag::Finalized)
+            .get_block_by_number(BlockNumberOrTag::Finalized);
+        // A node that accepts the connection and never answers must not
+        // stall the watcher: give up and let its backoff retry.
+        let block = tokio::time::timeout(RPC_TIMEOUT, request)
             .await
+            .map_err(|_| rpc_error(format!("no answer within {RPC_TIMEOUT:?}")))?
             .map_err(|e| rpc_error(e.to_string()))?
             .ok_or_else(|| rpc_error("the node has no finalized block yet".into()))?;
         Ok(block.header.number)
