@@ -104,6 +104,10 @@ pub struct ProverPool {
     slots: Vec<Slot>,
     waiting: VecDeque<Dispatch>,
     stats: WorkerStats,
+    /// One permit per live, idle worker: the feeder pulls a job only with a
+    /// permit, so no job waits here (unacknowledged) for a worker that is
+    /// still being replaced while another host could prove it.
+    free_workers: Arc<Semaphore>,
 }
 
 impl ProverPool {
@@ -129,6 +133,7 @@ impl ProverPool {
                 .collect(),
             waiting: VecDeque::new(),
             stats: WorkerStats::default(),
+            free_workers: Arc::new(Semaphore::new(workers)),
         }
     }
 
@@ -136,6 +141,8 @@ impl ProverPool {
         self.slots[slot].worker = Some(ProverWorker::new(slot, self.runner.clone()).start());
     }
 
+    /// Replaces the worker of `slot` after a backoff. Its permit was taken
+    /// out of circulation by the caller and comes back with the replacement.
     fn worker_died(&mut self, slot: usize, ctx: &mut Context<Self>) {
         let state = &mut self.slots[slot];
         state.worker = None;
@@ -145,6 +152,7 @@ impl ProverPool {
         tracing::warn!(slot, deaths = state.deaths, restart_in = ?delay, "prover worker died; replacing it");
         ctx.run_later(delay, move |pool, ctx| {
             pool.spawn_worker(slot);
+            pool.free_workers.add_permits(1);
             pool.dispatch_waiting(ctx);
         });
     }
@@ -180,7 +188,11 @@ impl ProverPool {
         ctx.spawn(
             work.into_actor(self)
                 .map(move |(outcome, retire), pool, ctx| {
-                    drop(permit);
+                    if retire {
+                        permit.forget();
+                    } else {
+                        drop(permit);
+                    }
                     pool.slots[slot].busy = false;
                     match outcome {
                         Outcome::Proved => {
@@ -210,6 +222,11 @@ impl ProverPool {
             })
             .collect();
         for slot in dead {
+            // An idle slot's permit is free; take it out until the replacement.
+            match self.free_workers.clone().try_acquire_owned() {
+                Ok(permit) => permit.forget(),
+                Err(_) => continue, // the feeder holds it; the next check will see the slot again
+            }
             self.worker_died(slot, ctx);
         }
     }
@@ -224,7 +241,7 @@ impl Actor for ProverPool {
         }
         ctx.run_interval(Duration::from_secs(1), |pool, ctx| pool.check_workers(ctx));
         let mut source = self.source.take().expect("pool started once");
-        let free_workers = Arc::new(Semaphore::new(self.slots.len()));
+        let free_workers = self.free_workers.clone();
         let pool = ctx.address();
         actix::spawn(async move {
             loop {
