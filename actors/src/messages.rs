@@ -80,6 +80,9 @@ pub struct CompletedProof {
     /// Milliseconds from the block's announcement to the match, as seen by
     /// the matcher (0 when the proof arrived first).
     pub latency_ms: u64,
+    /// Anything else the prover wrote (cycles, timings), passed on.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A proof of one step of a block (multistep proving).

@@ -143,6 +143,10 @@ async fn matcher_pairs_proofs_that_arrive_before_their_block() {
         (done.block, done.prover.as_str(), done.proof.clone()),
         (5, "sp1", json!("0xaa"))
     );
+    assert_eq!(
+        done.extra["cycles"], 7,
+        "the prover's extra fields are passed on"
+    );
     assert_quiet(&mut completed).await;
 }
 

@@ -14,6 +14,9 @@ use orchestrator_actors::edges::local::{LocalBus, LocalSource};
 use orchestrator_actors::edges::{JobFailure, Publisher};
 use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
 
+/// An output queue without a known consumer, so outputs are not shape-checked.
+const OUTPUT: &str = "out";
+
 fn config(workers: usize, multiple_output: bool) -> PoolConfig {
     let quick = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
     PoolConfig {
@@ -25,7 +28,7 @@ fn config(workers: usize, multiple_output: bool) -> PoolConfig {
         progress_interval: Duration::from_millis(50),
         routes: vec![Route {
             input: queues::BLOCKS.into(),
-            output: queues::BLOCK_PROOFS.into(),
+            output: OUTPUT.into(),
             multiple_output,
         }],
     }
@@ -41,7 +44,7 @@ struct Harness {
 fn start(runner: Arc<ScriptedRunner>, config: PoolConfig) -> Harness {
     let bus = LocalBus::new();
     let jobs = bus.subscribe(&[queues::BLOCKS]);
-    let proofs = bus.subscribe(&[queues::BLOCK_PROOFS]);
+    let proofs = bus.subscribe(&[OUTPUT]);
     let dead = bus.subscribe(&[queues::DEAD_LETTER]);
     let pool = ProverPool::new(config, runner, Box::new(jobs), Arc::new(bus.clone())).start();
     Harness {
@@ -181,4 +184,41 @@ async fn runs_one_job_per_worker_at_a_time() {
             .collect::<Vec<_>>()
     );
     assert_eq!(runner.max_running.load(Ordering::SeqCst), 2);
+}
+
+#[actix_rt::test]
+async fn output_of_the_wrong_shape_for_its_queue_is_a_failure() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(
+        r#"{"block":1,"proof":"0xff"}"#,
+    )]));
+    let mut config = config(1, false);
+    config.routes[0].output = queues::BLOCK_PROOFS.into();
+    let mut h = start(runner.clone(), config);
+    announce(&h.bus, [1]).await;
+    let letter: DeadLetter =
+        serde_json::from_slice(&next_within(&mut h.dead, 10).await.payload).unwrap();
+    assert!(
+        letter.error.contains("not what block_proofs expects"),
+        "{}",
+        letter.error
+    );
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        3,
+        "retried like any failed job"
+    );
+}
+
+#[actix_rt::test]
+async fn multiple_output_elements_pass_byte_for_byte() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Output(
+        r#"[{"z":1,"a":123456789012345678901234567890}]"#,
+    )]));
+    let mut h = start(runner, config(1, true));
+    announce(&h.bus, [5]).await;
+    let part = next_within(&mut h.proofs, 10).await;
+    assert_eq!(
+        part.payload,
+        br#"{"z":1,"a":123456789012345678901234567890}"#.to_vec()
+    );
 }

@@ -55,6 +55,7 @@ impl BlockRecord {
             prover: proof.prover,
             proof: proof.proof,
             latency_ms,
+            extra: proof.extra,
         })
     }
 

@@ -12,7 +12,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::prover_worker::{ProverWorker, RunJob};
 use crate::backoff::Backoff;
 use crate::edges::{AckHandle, Delivery, JobFailure, JobRunner, JobSource, Publisher};
-use crate::messages::Envelope;
+use serde_json::value::RawValue;
+
+use crate::messages::{BlockProof, Envelope, StepProof, queues};
 
 /// Where the output of a job from one input queue goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,31 +354,60 @@ async fn keep_alive<F: Future>(work: F, ack: &dyn AckHandle, every: Duration) ->
     }
 }
 
-/// The messages a job's output becomes: one, or one per array element.
+/// The messages a job's output becomes: one, or one per array element, each
+/// passed on byte for byte. Outputs bound for the proof queues must have the
+/// shape the next consumer reads, or the job fails here and is retried
+/// instead of being dead-lettered downstream.
 fn outputs(
     pool: &str,
     delivery: &Delivery,
     route: &Route,
     output: Vec<u8>,
 ) -> Result<Vec<Envelope>, JobFailure> {
-    if !route.multiple_output {
-        return Ok(vec![Envelope::new(
-            format!("{pool}:{}", delivery.id),
-            output,
-        )]);
+    let parts: Vec<Vec<u8>> = if route.multiple_output {
+        let items: Vec<&RawValue> =
+            serde_json::from_slice(&output).map_err(|e| JobFailure::InvalidOutput {
+                reason: format!(
+                    "multiple output is on for {}, so the output must be a JSON array ({e})",
+                    route.input
+                ),
+            })?;
+        items
+            .iter()
+            .map(|item| item.get().as_bytes().to_vec())
+            .collect()
+    } else {
+        vec![output]
+    };
+    for part in &parts {
+        check_shape(&route.output, part)?;
     }
-    let items: Vec<serde_json::Value> =
-        serde_json::from_slice(&output).map_err(|e| JobFailure::InvalidOutput {
-            reason: format!(
-                "multiple output is on for {}, so the output must be a JSON array ({e})",
-                route.input
-            ),
-        })?;
-    Ok(items
-        .iter()
+    let single = parts.len() == 1 && !route.multiple_output;
+    Ok(parts
+        .into_iter()
         .enumerate()
-        .map(|(i, item)| Envelope::new(format!("{pool}:{}:{i}", delivery.id), item.to_string()))
+        .map(|(i, part)| {
+            let id = if single {
+                format!("{pool}:{}", delivery.id)
+            } else {
+                format!("{pool}:{}:{i}", delivery.id)
+            };
+            Envelope::new(id, part)
+        })
         .collect())
+}
+
+/// Checks that `payload` is what consumers of `queue` expect, for the
+/// queues whose consumers this project knows.
+fn check_shape(queue: &str, payload: &[u8]) -> Result<(), JobFailure> {
+    let parsed = match queue {
+        queues::BLOCK_PROOFS => serde_json::from_slice::<BlockProof>(payload).map(drop),
+        queues::STEP_PROOFS => serde_json::from_slice::<StepProof>(payload).map(drop),
+        _ => return Ok(()),
+    };
+    parsed.map_err(|e| JobFailure::InvalidOutput {
+        reason: format!("not what {queue} expects ({e}); see the binary contract in README.md"),
+    })
 }
 
 async fn retry_or_reject(

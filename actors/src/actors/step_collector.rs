@@ -18,7 +18,8 @@ const DONE_WINDOW: usize = 10_000;
 /// so a crash before that redelivers the steps instead of losing them.
 #[derive(Default)]
 struct Group {
-    steps: BTreeMap<String, serde_json::Value>,
+    /// Each step proof's payload, byte for byte, by task id.
+    steps: BTreeMap<String, Vec<u8>>,
     acks: Vec<Arc<dyn AckHandle>>,
 }
 
@@ -124,17 +125,24 @@ impl Handler<Inbound> for StepCollector {
             }
             return settle_now(self, async move { delivery.ack.ack().await });
         }
-        let raw: serde_json::Value =
-            serde_json::from_slice(&delivery.payload).expect("parsed above");
-        group.steps.insert(step.task_id, raw);
+        group.steps.insert(step.task_id, delivery.payload);
         group.acks.push(Arc::from(delivery.ack));
         if group.steps.len() < self.num_inputs {
             return AtomicResponse::new(Box::pin(async {}.into_actor(self)));
         }
 
         let group = self.groups.remove(&key).expect("group present");
-        let payload =
-            serde_json::to_vec(&group.steps.values().collect::<Vec<_>>()).expect("steps serialize");
+        // A JSON array of the step proofs exactly as the step provers wrote them.
+        let payload = [
+            b"[".as_slice(),
+            &group
+                .steps
+                .into_values()
+                .collect::<Vec<_>>()
+                .join(b",".as_slice()),
+            b"]",
+        ]
+        .concat();
         let publisher = self.publisher.clone();
         let output = self.output_queue.clone();
         let id = format!("group-{key}");
