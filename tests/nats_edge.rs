@@ -122,22 +122,33 @@ async fn nak_counts_an_attempt_and_reject_dead_letters_then_terminates() {
 }
 
 #[tokio::test]
-async fn match_store_keeps_records_per_prefix() {
+async fn match_store_keeps_records_per_prefix_and_refuses_stale_writes() {
     let server = NatsServer::start();
     let bus = bus(&server).await;
     let store = bus.match_store("test_matcher", "matcher-a").await.unwrap();
     let other = bus.match_store("test_matcher", "matcher-b").await.unwrap();
-    assert_eq!(store.load(9).await.unwrap(), None);
+    let (empty, revision) = store.load(9).await.unwrap();
+    assert_eq!((empty, revision), (BlockRecord::default(), 0));
     let record = BlockRecord {
         announced_ms: Some(1),
         provers: ["sp1".to_owned()].into(),
         early: vec![],
     };
-    store.save(9, &record).await.unwrap();
-    assert_eq!(store.load(9).await.unwrap(), Some(record));
+    store.save(9, &record, 0).await.unwrap();
+    let (loaded, revision) = store.load(9).await.unwrap();
+    assert_eq!(loaded, record);
+    assert!(
+        store.save(9, &record, 0).await.is_err(),
+        "a second create of the same block must fail"
+    );
+    store.save(9, &record, revision).await.unwrap();
+    assert!(
+        store.save(9, &record, revision).await.is_err(),
+        "a write from a stale read must fail"
+    );
     assert_eq!(
-        other.load(9).await.unwrap(),
-        None,
+        other.load(9).await.unwrap().1,
+        0,
         "matchers with other names share no state"
     );
 }

@@ -71,12 +71,16 @@ impl BlockRecord {
 
 /// Where the matcher keeps its [`BlockRecord`]s: in memory for standalone
 /// mode, in a JetStream key-value bucket in role mode.
+///
+/// Writes are conditional on the revision that was read, so two matcher
+/// processes sharing one consumer name cannot overwrite each other's match:
+/// the loser's message is redelivered and applied to the fresh record.
 #[async_trait]
 pub trait MatchStore: Send + Sync {
-    /// The record of `block`, if any.
-    async fn load(&self, block: u64) -> Result<Option<BlockRecord>, EdgeError>;
-    /// Stores the record of `block`.
-    async fn save(&self, block: u64, record: &BlockRecord) -> Result<(), EdgeError>;
+    /// The record of `block` (empty if none) and its revision (0 if none).
+    async fn load(&self, block: u64) -> Result<(BlockRecord, u64), EdgeError>;
+    /// Stores the record of `block` if its revision is still `revision`.
+    async fn save(&self, block: u64, record: &BlockRecord, revision: u64) -> Result<(), EdgeError>;
 }
 
 /// Consumes block announcements and block proofs, and publishes one
@@ -195,7 +199,7 @@ async fn apply(
         Event::Block(block) => *block,
         Event::Proof(proof) => proof.block,
     };
-    let mut record = store.load(block).await?.unwrap_or_default();
+    let (mut record, revision) = store.load(block).await?;
     let completed = match event {
         Event::Block(_) => record.on_block(now),
         Event::Proof(proof) => record.on_proof(proof, now).into_iter().collect(),
@@ -208,7 +212,7 @@ async fn apply(
             .await?;
         tracing::info!(block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched");
     }
-    store.save(block, &record).await?;
+    store.save(block, &record, revision).await?;
     if !completed.is_empty() && !expected.is_empty() && record.fully_proved(expected) {
         tracing::info!(block, provers = ?record.provers, "block proved by every expected prover");
     }

@@ -190,31 +190,46 @@ impl AckHandle for LocalAck {
     }
 }
 
-/// Blocks an in-memory match store remembers; the oldest go first.
+/// Records an in-memory match store keeps before it forgets proved blocks.
 const MATCH_WINDOW: usize = 50_000;
 
-/// The matcher's state for standalone mode: in memory, bounded.
+/// The matcher's state for standalone mode: in memory. Past
+/// [`MATCH_WINDOW`] records the oldest *proved* blocks are forgotten; a block
+/// still waiting for its proof is never dropped, however long a backfill is.
 #[derive(Default)]
 pub struct MemoryMatchStore {
-    records: Mutex<std::collections::BTreeMap<u64, BlockRecord>>,
+    records: Mutex<std::collections::BTreeMap<u64, (BlockRecord, u64)>>,
 }
 
 #[async_trait]
 impl MatchStore for MemoryMatchStore {
-    async fn load(&self, block: u64) -> Result<Option<BlockRecord>, EdgeError> {
-        Ok(self
-            .records
-            .lock()
-            .expect("store lock")
-            .get(&block)
-            .cloned())
+    async fn load(&self, block: u64) -> Result<(BlockRecord, u64), EdgeError> {
+        let records = self.records.lock().expect("store lock");
+        Ok(records.get(&block).cloned().unwrap_or_default())
     }
 
-    async fn save(&self, block: u64, record: &BlockRecord) -> Result<(), EdgeError> {
+    async fn save(&self, block: u64, record: &BlockRecord, revision: u64) -> Result<(), EdgeError> {
         let mut records = self.records.lock().expect("store lock");
-        records.insert(block, record.clone());
-        while records.len() > MATCH_WINDOW {
-            records.pop_first();
+        let current = records.get(&block).map_or(0, |(_, r)| *r);
+        if current != revision {
+            return Err(EdgeError::Store {
+                key: block.to_string(),
+                reason: format!("changed since read (revision {current}, expected {revision})"),
+            });
+        }
+        records.insert(block, (record.clone(), revision + 1));
+        // Prune in batches, so a long run of unproved blocks costs one scan per batch.
+        if records.len() > MATCH_WINDOW + MATCH_WINDOW / 10 {
+            let excess = records.len() - MATCH_WINDOW;
+            let proved: Vec<u64> = records
+                .iter()
+                .filter(|(_, (r, _))| !r.provers.is_empty())
+                .map(|(b, _)| *b)
+                .take(excess)
+                .collect();
+            for block in proved {
+                records.remove(&block);
+            }
         }
         Ok(())
     }
@@ -265,5 +280,40 @@ mod tests {
             ),
             ("5", 2, "exit 1")
         );
+    }
+
+    #[tokio::test]
+    async fn memory_store_refuses_stale_writes_and_keeps_unproved_blocks() {
+        let store = MemoryMatchStore::default();
+        let (record, revision) = store.load(1).await.unwrap();
+        store.save(1, &record, revision).await.unwrap();
+        assert!(
+            store.save(1, &record, revision).await.is_err(),
+            "stale write accepted"
+        );
+
+        let announced = BlockRecord {
+            announced_ms: Some(1),
+            ..BlockRecord::default()
+        };
+        let proved = BlockRecord {
+            provers: ["p".to_owned()].into(),
+            ..announced.clone()
+        };
+        for block in 10..10 + MATCH_WINDOW as u64 * 2 {
+            let record = if block < 100 { &announced } else { &proved };
+            store.save(block, record, 0).await.unwrap();
+        }
+        assert_eq!(
+            store.load(10).await.unwrap().0,
+            announced,
+            "an unproved block was forgotten"
+        );
+        assert_eq!(
+            store.load(100).await.unwrap().1,
+            0,
+            "the oldest proved blocks go first"
+        );
+        assert!(store.records.lock().unwrap().len() <= MATCH_WINDOW + MATCH_WINDOW / 10);
     }
 }

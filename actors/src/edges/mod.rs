@@ -37,6 +37,15 @@ pub enum EdgeError {
         /// What went wrong.
         reason: String,
     },
+    /// A state store (the matcher's key-value bucket) failed, or another
+    /// writer changed the entry since it was read.
+    #[error("state store entry {key}: {reason}")]
+    Store {
+        /// The entry's key.
+        key: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The Ethereum RPC did not answer as expected.
     #[error("Ethereum RPC {url}: {reason}")]
     Rpc {

@@ -19,35 +19,41 @@ impl KvMatchStore {
     }
 
     fn failed(&self, block: u64, e: impl std::fmt::Display) -> EdgeError {
-        EdgeError::Ack {
-            id: self.key(block),
-            reason: format!("match store: {e}"),
+        EdgeError::Store {
+            key: self.key(block),
+            reason: e.to_string(),
         }
     }
 }
 
 #[async_trait]
 impl MatchStore for KvMatchStore {
-    async fn load(&self, block: u64) -> Result<Option<BlockRecord>, EdgeError> {
-        let Some(bytes) = self
+    async fn load(&self, block: u64) -> Result<(BlockRecord, u64), EdgeError> {
+        let entry = self
             .store
-            .get(self.key(block))
+            .entry(self.key(block))
             .await
-            .map_err(|e| self.failed(block, e))?
-        else {
-            return Ok(None);
+            .map_err(|e| self.failed(block, e))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok((BlockRecord::default(), 0));
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| self.failed(block, e))
+        let record = serde_json::from_slice(&entry.value).map_err(|e| self.failed(block, e))?;
+        Ok((record, entry.revision))
     }
 
-    async fn save(&self, block: u64, record: &BlockRecord) -> Result<(), EdgeError> {
+    async fn save(&self, block: u64, record: &BlockRecord, revision: u64) -> Result<(), EdgeError> {
         let bytes = serde_json::to_vec(record).expect("record serializes");
-        self.store
-            .put(self.key(block), bytes.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| self.failed(block, e))
+        let written = if revision == 0 {
+            self.store
+                .create(self.key(block), bytes.into())
+                .await
+                .map_err(|e| self.failed(block, e))
+        } else {
+            self.store
+                .update(self.key(block), bytes.into(), revision)
+                .await
+                .map_err(|e| self.failed(block, e))
+        };
+        written.map(|_| ())
     }
 }
