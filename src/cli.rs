@@ -144,6 +144,9 @@ pub struct Flags {
     /// Step proofs per group (Match strategy) [env: NUM_INPUTS].
     #[arg(long, help_heading = "Collector")]
     pub num_inputs: Option<u64>,
+    /// Give up a step group still incomplete after this, e.g. 30m [env: ORCHESTRATOR_GROUP_TIMEOUT].
+    #[arg(long, value_name = "DURATION", help_heading = "Collector")]
+    pub group_timeout: Option<String>,
     /// Provers a block waits for, comma separated [env: ORCHESTRATOR_EXPECTED_PROVERS].
     #[arg(long, help_heading = "Collector")]
     pub expected_provers: Option<String>,
@@ -174,6 +177,7 @@ impl Flags {
             ("consumer_name", self.consumer_name.clone()),
             ("strategy", self.strategy.clone()),
             ("expected_provers", self.expected_provers.clone()),
+            ("group_timeout", self.group_timeout.clone()),
         ];
         let numbers = [
             ("workers", self.workers),

@@ -53,6 +53,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("message_bus_type", "MESSAGE_BUS_TYPE"),
     ("storage_type", "STORAGE_TYPE"),
     ("expected_provers", "ORCHESTRATOR_EXPECTED_PROVERS"),
+    ("group_timeout", "ORCHESTRATOR_GROUP_TIMEOUT"),
 ];
 
 /// What `orchestrator run` needs to know. Defaults suit a first run against
@@ -134,6 +135,9 @@ pub struct Settings {
     /// Provers the matcher waits for before a block counts as fully proved,
     /// comma separated.
     pub expected_provers: Option<String>,
+    /// A group of step proofs still incomplete after this is dead-lettered.
+    #[serde(with = "duration")]
+    pub group_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -174,6 +178,7 @@ impl Default for Settings {
             message_bus_type: None,
             storage_type: None,
             expected_provers: None,
+            group_timeout: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -258,6 +258,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
             let collector = StepCollector::new(s.num_inputs.unwrap_or(s.steps), publisher)
                 .with_output(wiring.output.clone())
                 .with_keepalive(PROGRESS_INTERVAL)
+                .with_group_timeout(s.group_timeout)
                 .start();
             pump(
                 Box::new(bus.source(&wiring.spec(role, &s)).await?),

@@ -152,6 +152,7 @@ impl Plan {
         if s.multistep {
             let collector = StepCollector::new(s.steps, publisher.clone())
                 .with_keepalive(roles::PROGRESS_INTERVAL)
+                .with_group_timeout(s.group_timeout)
                 .start();
             pump(
                 edges.source("step-collector", &[STEP_PROOFS], s).await?,

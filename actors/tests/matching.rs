@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Actor;
 use common::{assert_quiet, next_within};
@@ -206,11 +207,19 @@ fn step(group: u64, task: &str) -> Value {
 
 /// A step collector for groups of `n`; returns the bus, groups and dead letters.
 fn collector(n: usize) -> (LocalBus, LocalSource, LocalSource) {
+    collector_timeout(n, Duration::from_secs(3600))
+}
+
+/// The same, giving up groups still incomplete after `timeout`.
+fn collector_timeout(n: usize, timeout: Duration) -> (LocalBus, LocalSource, LocalSource) {
     let bus = LocalBus::new();
     let input = bus.subscribe(&[queues::STEP_PROOFS]);
     let groups = bus.subscribe(&[queues::COLLECTED_STEP_PROOFS]);
     let dead = bus.subscribe(&[queues::DEAD_LETTER]);
-    let addr = StepCollector::new(n, Arc::new(bus.clone())).start();
+    let addr = StepCollector::new(n, Arc::new(bus.clone()))
+        .with_keepalive(Duration::from_millis(20))
+        .with_group_timeout(timeout)
+        .start();
     pump(Box::new(input), addr.recipient());
     (bus, groups, dead)
 }
@@ -267,4 +276,23 @@ async fn collector_dead_letters_malformed_step_proofs() {
     );
     send(&bus, queues::STEP_PROOFS, "good", step(4, "s0")).await;
     assert_eq!(next_within(&mut groups, 5).await.id, "group-4");
+}
+
+#[actix_rt::test]
+async fn collector_dead_letters_a_group_that_stays_incomplete() {
+    let (bus, mut groups, mut dead) = collector_timeout(3, Duration::from_millis(200));
+    send(&bus, queues::STEP_PROOFS, "a", step(8, "s0")).await;
+    send(&bus, queues::STEP_PROOFS, "b", step(8, "s1")).await;
+    for _ in 0..2 {
+        let letter: DeadLetter =
+            serde_json::from_slice(&next_within(&mut dead, 5).await.payload).unwrap();
+        assert!(
+            letter.error.contains("group 8 incomplete") && letter.error.contains("2 of 3"),
+            "{}",
+            letter.error
+        );
+    }
+    // The last step arriving late does not restart the group.
+    send(&bus, queues::STEP_PROOFS, "c", step(8, "s2")).await;
+    assert_quiet(&mut groups).await;
 }

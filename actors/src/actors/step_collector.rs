@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -12,15 +12,28 @@ use crate::messages::{Envelope, Inbound, StepProof, queues};
 
 /// Completed group ids remembered to ignore late duplicates.
 const DONE_WINDOW: usize = 10_000;
+/// How long a group may stay incomplete unless configured otherwise.
+pub const DEFAULT_GROUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// One group being collected: its steps by task id, and the acks of the
 /// messages that carried them. Acks are held until the group is published,
 /// so a crash before that redelivers the steps instead of losing them.
-#[derive(Default)]
 struct Group {
     /// Each step proof's payload, byte for byte, by task id.
     steps: BTreeMap<String, Vec<u8>>,
     acks: Vec<Arc<dyn AckHandle>>,
+    /// When the first step arrived; a group open too long is given up.
+    opened: Instant,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Self {
+            steps: BTreeMap::new(),
+            acks: Vec::new(),
+            opened: Instant::now(),
+        }
+    }
 }
 
 /// Collects `num_inputs` step proofs per `group_id` (duplicates by `task_id`
@@ -34,6 +47,8 @@ pub struct StepCollector {
     done_order: VecDeque<String>,
     /// How often held step proofs are reported in progress to their source.
     keepalive: Duration,
+    /// How long a group may stay incomplete before its steps are dead-lettered.
+    group_timeout: Duration,
 }
 
 impl StepCollector {
@@ -47,6 +62,7 @@ impl StepCollector {
             done: HashSet::new(),
             done_order: VecDeque::new(),
             keepalive: Duration::from_secs(10),
+            group_timeout: DEFAULT_GROUP_TIMEOUT,
         }
     }
 
@@ -54,6 +70,14 @@ impl StepCollector {
     /// their source does not redeliver them while the group fills.
     pub fn with_keepalive(mut self, every: Duration) -> Self {
         self.keepalive = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Gives up a group still incomplete `timeout` after its first step
+    /// (default 30 min): a lost step, or a partitioner that made another
+    /// number of steps than `num_inputs`, must not hold the others forever.
+    pub fn with_group_timeout(mut self, timeout: Duration) -> Self {
+        self.group_timeout = timeout;
         self
     }
 
@@ -79,23 +103,60 @@ impl Actor for StepCollector {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.keepalive, |collector, _ctx| {
+            collector.give_up_stale_groups();
             let held: Vec<Arc<dyn AckHandle>> = collector
                 .groups
                 .values()
                 .flat_map(|g| g.acks.iter().cloned())
                 .collect();
-            if held.is_empty() {
-                return;
-            }
-            actix::spawn(async move {
-                for ack in held {
-                    if let Err(error) = ack.in_progress().await {
-                        tracing::debug!(%error, "in-progress ack for a held step proof failed");
-                    }
-                }
-            });
+            settle_all(held, |ack| async move { ack.in_progress().await });
         });
     }
+}
+
+impl StepCollector {
+    /// Dead-letters the steps of every group open longer than the timeout.
+    fn give_up_stale_groups(&mut self) {
+        let stale: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.opened.elapsed() >= self.group_timeout)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            let group = self.groups.remove(&key).expect("stale group present");
+            let reason = Arc::new(format!(
+                "group {key} incomplete after {:?}: {} of {} step proofs arrived",
+                self.group_timeout,
+                group.steps.len(),
+                self.num_inputs
+            ));
+            tracing::warn!(group = %key, %reason, "giving up an incomplete group");
+            self.mark_done(key);
+            settle_all(group.acks, move |ack| {
+                let reason = reason.clone();
+                async move { ack.reject(&reason).await }
+            });
+        }
+    }
+}
+
+/// Settles each of `acks` with `settle`, in the background.
+fn settle_all<F, Fut>(acks: Vec<Arc<dyn AckHandle>>, settle: F)
+where
+    F: Fn(Arc<dyn AckHandle>) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(), crate::edges::EdgeError>> + 'static,
+{
+    if acks.is_empty() {
+        return;
+    }
+    actix::spawn(async move {
+        for ack in acks {
+            if let Err(error) = settle(ack).await {
+                tracing::debug!(%error, "settling a held step proof failed");
+            }
+        }
+    });
 }
 
 impl Handler<Inbound> for StepCollector {
