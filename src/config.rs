@@ -366,7 +366,7 @@ pub fn env_name(key: &str) -> &'static str {
 mod duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use serde::{Deserialize, Deserializer, de::Error};
 
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -384,11 +384,6 @@ mod duration {
                 ))
             }),
         }
-    }
-
-    #[allow(dead_code)]
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 }
 

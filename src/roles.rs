@@ -13,6 +13,7 @@ use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::nats::{ConsumerSpec, NatsBus, NatsOptions, Topology};
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::RpcChain;
+use orchestrator_actors::edges::safe_name;
 use orchestrator_actors::messages::queues;
 
 use crate::config::Settings;
@@ -106,16 +107,7 @@ impl Wiring {
             .consumer_name
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{output}", role.name(), inputs.join("-")));
-        let consumer = consumer
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let consumer = safe_name(&consumer);
         Self {
             inputs,
             output,
@@ -139,7 +131,6 @@ pub fn consumer_spec(name: &str, queues: &[String], max_attempts: Option<u32>) -
         queues: queues.to_vec(),
         ack_wait: ACK_WAIT,
         max_deliver: max_attempts.map_or(-1, |attempts| i64::from(attempts) + 3),
-        only_new: false,
     }
 }
 
@@ -210,15 +201,13 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
         }
         Role::BlockWatcher => {
             let from = resume_point(&bus, &wiring.output, s.next_block).await?;
-            let config = WatcherConfig {
-                from,
-                to: s.to_block,
-                every: s.every,
-                poll_interval: s.poll_interval,
-                backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-                queue: wiring.output.clone(),
-            };
-            BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config).start();
+            let config = watcher_config(&s, from, &wiring.output);
+            let watcher =
+                BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config)
+                    .start();
+            if s.to_block.is_some() {
+                exit_when_stopped(watcher, "the block watcher announced its whole range", 0);
+            }
         }
         Role::Prover => {
             let source = bus.source(&wiring.spec(role, &s)).await?;
@@ -269,6 +258,30 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The watcher settings of `s`, starting at `from`, announcing to `queue`.
+pub fn watcher_config(s: &Settings, from: Option<u64>, queue: &str) -> WatcherConfig {
+    WatcherConfig {
+        from,
+        to: s.to_block,
+        every: s.every,
+        poll_interval: s.poll_interval,
+        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        queue: queue.to_owned(),
+    }
+}
+
+/// Stops the process with `code` once `actor` has stopped, so a role whose
+/// work is over (or whose actor died) does not linger doing nothing.
+fn exit_when_stopped<A: Actor>(actor: Addr<A>, why: &'static str, code: i32) {
+    actix::spawn(async move {
+        while actor.connected() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!(code, "{why}; exiting");
+        System::current().stop_with_code(code);
+    });
+}
+
 /// The pool settings of `s` for a pool named `name`.
 pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig {
     PoolConfig {
@@ -289,11 +302,7 @@ pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig
 
 /// The key-value bucket of the proof matchers of `s`'s stream.
 pub fn matcher_bucket(s: &Settings) -> String {
-    let stream: String = s
-        .input_stream
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let stream = safe_name(&s.input_stream);
     format!("{stream}_matcher")
 }
 

@@ -3,13 +3,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use orchestrator_actors::actors::{
-    BlockWatcher, MatchStore, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
+    BlockWatcher, MatchStore, ProofMatcher, ProverPool, Route, StepCollector, pump,
 };
-use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::nats::NatsBus;
 use orchestrator_actors::edges::process::ProcessRunner;
@@ -173,14 +171,7 @@ impl Plan {
         let pool = roles::pool_config(s, "standalone".into(), routes);
         ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone()).start();
 
-        let watcher = WatcherConfig {
-            from: s.next_block,
-            to: s.to_block,
-            every: s.every,
-            poll_interval: s.poll_interval,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-            queue: BLOCKS.into(),
-        };
+        let watcher = roles::watcher_config(s, s.next_block, BLOCKS);
         BlockWatcher::new(Arc::new(self.chain), publisher, watcher).start();
         Ok(())
     }

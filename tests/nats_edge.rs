@@ -31,7 +31,6 @@ async fn source(bus: &NatsBus, name: &str, queue: &str) -> NatsSource {
         queues: vec![queue.into()],
         ack_wait: Duration::from_secs(30),
         max_deliver: 10,
-        only_new: false,
     };
     bus.source(&spec).await.expect("create consumer")
 }

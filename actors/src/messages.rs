@@ -111,6 +111,22 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
+impl DeadLetter {
+    /// The dead-letter message for a job from `queue` with message `id`
+    /// that failed its `attempts`-th delivery with `error`.
+    pub fn envelope(queue: &str, id: &str, attempts: u32, error: &str, payload: &[u8]) -> Envelope {
+        let letter = DeadLetter {
+            queue: queue.to_owned(),
+            id: id.to_owned(),
+            attempts,
+            error: error.to_owned(),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        };
+        let bytes = serde_json::to_vec(&letter).expect("dead letter serializes");
+        Envelope::new(format!("dead-{queue}-{id}-{attempts}"), bytes)
+    }
+}
+
 /// The block a job payload is about, whatever its step: a bare block number, a
 /// step or proof object with `block`, or an array of step proofs.
 pub fn block_of_payload(payload: &[u8]) -> Option<u64> {

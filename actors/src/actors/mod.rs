@@ -24,7 +24,10 @@ pub fn pump(mut source: Box<dyn JobSource>, consumer: Recipient<Inbound>) {
     actix::spawn(async move {
         while let Some(delivery) = source.next().await {
             if consumer.send(Inbound(delivery)).await.is_err() {
-                tracing::debug!("consumer stopped; source pump ends");
+                // The consuming actor died: a process without it is useless,
+                // so stop and let the supervisor (compose, systemd) restart it.
+                tracing::error!("a consuming actor stopped unexpectedly; stopping the process");
+                actix::System::current().stop_with_code(1);
                 break;
             }
         }

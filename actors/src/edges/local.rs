@@ -175,18 +175,9 @@ impl AckHandle for LocalAck {
     }
 
     async fn reject(&self, reason: &str) -> Result<(), EdgeError> {
-        let letter = DeadLetter {
-            queue: self.queued.queue.clone(),
-            id: self.queued.id.clone(),
-            attempts: self.queued.attempt,
-            error: reason.to_owned(),
-            payload: String::from_utf8_lossy(&self.queued.payload).into_owned(),
-        };
-        let payload = serde_json::to_vec(&letter).expect("dead letter serializes");
-        let id = format!("{}:{}", self.queued.queue, self.queued.id);
-        self.bus
-            .publish(queues::DEAD_LETTER, Envelope::new(id, payload))
-            .await
+        let q = &self.queued;
+        let letter = DeadLetter::envelope(&q.queue, &q.id, q.attempt, reason, &q.payload);
+        self.bus.publish(queues::DEAD_LETTER, letter).await
     }
 }
 

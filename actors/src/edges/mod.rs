@@ -16,6 +16,21 @@ use thiserror::Error;
 
 use crate::messages::Envelope;
 
+/// `text` with every character other than ASCII letters, digits, `-` and
+/// `_` replaced by `_`: valid as a NATS consumer or bucket name and as a file
+/// name, whatever a user or a message id put in.
+pub fn safe_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// A failure at an edge: a queue, the chain RPC.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum EdgeError {

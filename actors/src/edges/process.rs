@@ -158,16 +158,7 @@ impl ProcessRunner {
 impl JobRunner for ProcessRunner {
     async fn run(&self, id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        let safe_id: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let safe_id = super::safe_name(id);
         let dir = self
             .work_dir
             .join(format!("{safe_id}.{}.{run}", std::process::id()));

@@ -8,7 +8,7 @@ mod store;
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType, Stream};
 use async_nats::jetstream::{self, kv};
@@ -115,9 +115,6 @@ pub struct ConsumerSpec {
     /// Deliveries before the server gives up; keep above the pool's attempts
     /// so the pool dead-letters first.
     pub max_deliver: i64,
-    /// Only messages published from now on (for a watcher of results), not
-    /// the stream's history; such a consumer is removed when idle.
-    pub only_new: bool,
 }
 
 /// A connection to JetStream with the deployment's stream ensured.
@@ -180,13 +177,7 @@ impl NatsBus {
         } else {
             config.filter_subjects = subjects;
         }
-        if spec.only_new {
-            config.name = Some(spec.name.clone());
-            config.deliver_policy = DeliverPolicy::New;
-            config.inactive_threshold = Duration::from_secs(60);
-        } else {
-            config.durable_name = Some(spec.name.clone());
-        }
+        config.durable_name = Some(spec.name.clone());
         let consumer: PullConsumer = self
             .stream
             .get_or_create_consumer(&spec.name, config)

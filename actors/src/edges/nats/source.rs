@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use super::NatsBus;
 use crate::backoff::Backoff;
 use crate::edges::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
-use crate::messages::{DeadLetter, Envelope, queues};
+use crate::messages::{DeadLetter, queues};
 
 /// How long one pull waits for a message before asking again.
 const PULL_EXPIRY: Duration = Duration::from_secs(10);
@@ -125,17 +125,12 @@ impl AckHandle for NatsAck {
     }
 
     async fn reject(&self, reason: &str) -> Result<(), EdgeError> {
-        let letter = DeadLetter {
-            queue: self.queue.clone(),
-            id: self.id.clone(),
-            attempts: self.attempt,
-            error: reason.to_owned(),
-            payload: String::from_utf8_lossy(&self.message.payload).into_owned(),
-        };
-        let payload = serde_json::to_vec(&letter).expect("dead letter serializes");
-        let envelope = Envelope::new(
-            format!("dead-{}-{}-{}", self.queue, self.id, self.attempt),
-            payload,
+        let envelope = DeadLetter::envelope(
+            &self.queue,
+            &self.id,
+            self.attempt,
+            reason,
+            &self.message.payload,
         );
         self.bus
             .publisher()
