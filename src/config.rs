@@ -97,9 +97,9 @@ pub struct Settings {
     /// NATS user name (with `nats_password`).
     pub nats_user: Option<String>,
     /// NATS password.
-    pub nats_password: Option<String>,
+    pub nats_password: Option<Secret>,
     /// NATS authentication token.
-    pub nats_token: Option<String>,
+    pub nats_token: Option<Secret>,
     /// NATS credentials file (JWT + NKey).
     pub nats_creds: Option<PathBuf>,
     /// CA certificate that signs the NATS server's TLS certificate.
@@ -180,6 +180,25 @@ impl Default for Settings {
             expected_provers: None,
             group_timeout: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+/// A secret setting (password, token): readable by the code that needs it,
+/// shown as `<redacted>` by `Debug`, so no log or panic message prints it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that hands it to a client.
+    pub fn expose(&self) -> String {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 

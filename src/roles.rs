@@ -16,7 +16,7 @@ use orchestrator_actors::edges::rpc::RpcChain;
 use orchestrator_actors::edges::safe_name;
 use orchestrator_actors::messages::queues;
 
-use crate::config::Settings;
+use crate::config::{Secret, Settings};
 
 /// How often a running job or a held step proof is reported in progress.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
@@ -142,8 +142,8 @@ pub fn nats_options(s: &Settings, name: &str) -> anyhow::Result<NatsOptions> {
     Ok(NatsOptions {
         url,
         user: s.nats_user.clone(),
-        password: s.nats_password.clone(),
-        token: s.nats_token.clone(),
+        password: s.nats_password.as_ref().map(Secret::expose),
+        token: s.nats_token.as_ref().map(Secret::expose),
         creds_file: s.nats_creds.clone(),
         ca_file: s.nats_ca.clone(),
         name: format!("orchestrator-{name}"),
@@ -193,7 +193,9 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
     match role {
         Role::Init => {
             bus.match_store(&matcher_bucket(&s), "init").await?;
-            if s.input_queue.is_some() {
+            // Only a named consumer is worth creating ahead: a derived name
+            // would belong to `init`, not to the role that will read it.
+            if s.input_queue.is_some() && s.consumer_name.is_some() {
                 bus.source(&wiring.spec(role, &s)).await?;
             }
             tracing::info!(stream = %s.input_stream, "stream and key-value bucket ready");

@@ -132,3 +132,26 @@ fn bad_values_name_the_key() {
             .contains("before it starts")
     );
 }
+
+#[test]
+fn secrets_do_not_show_in_debug_output() {
+    let s = Settings::load(
+        None,
+        &env(&[
+            ("NATS_USER", "u"),
+            ("NATS_PASSWORD", "hunter2"),
+            ("NATS_TOKEN", "t0ken"),
+        ]),
+        vec![],
+    )
+    .unwrap();
+    let shown = format!("{s:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("t0ken"),
+        "{shown}"
+    );
+    assert_eq!(
+        s.nats_password.map(|p| p.expose()).as_deref(),
+        Some("hunter2")
+    );
+}

@@ -49,7 +49,7 @@ pub enum NatsError {
     },
     /// A JetStream request (stream, consumer, bucket) failed.
     #[error(
-        "JetStream {what} failed: {reason} (is the server >= 2.10 with JetStream enabled, `-js`?)"
+        "JetStream {what} failed: {reason} (the server must be nats-server >= 2.10 with JetStream on, `-js`, and allow these credentials to use it)"
     )]
     JetStream {
         /// What was attempted.

@@ -14,6 +14,8 @@ use crate::messages::{DeadLetter, queues};
 
 /// How long one pull waits for a message before asking again.
 const PULL_EXPIRY: Duration = Duration::from_secs(10);
+/// Delay between failed pulls.
+const PULL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
 /// A durable pull consumer that fetches one message per request, so a busy
 /// worker never holds messages another host could be proving.
@@ -27,6 +29,7 @@ impl JobSource for NatsSource {
     async fn next(&mut self) -> Option<Delivery> {
         let mut failures = 0;
         loop {
+            let started = std::time::Instant::now();
             let batch = self
                 .consumer
                 .batch()
@@ -34,25 +37,27 @@ impl JobSource for NatsSource {
                 .expires(PULL_EXPIRY)
                 .messages()
                 .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, "pulling from NATS failed; retrying");
-                    tokio::time::sleep(
-                        Backoff::new(Duration::from_millis(500), Duration::from_secs(10))
-                            .delay(failures),
-                    )
-                    .await;
-                    continue;
+            let mut pulled = false;
+            match batch {
+                Ok(mut batch) => {
+                    while let Some(message) = batch.next().await {
+                        match message {
+                            Ok(message) => return Some(self.delivery(message)),
+                            Err(error) => tracing::warn!(%error, "pull request failed"),
+                        }
+                    }
+                    pulled = true;
                 }
-            };
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(message) => return Some(self.delivery(message)),
-                    Err(error) => tracing::debug!(%error, "pull ended without a message"),
-                }
+                Err(error) => tracing::warn!(%error, "pulling from NATS failed; retrying"),
             }
+            // An expired pull that got nothing is normal; anything quicker is
+            // an error, and must not become a busy loop.
+            if pulled && started.elapsed() >= PULL_EXPIRY / 2 {
+                failures = 0;
+                continue;
+            }
+            failures += 1;
+            tokio::time::sleep(PULL_BACKOFF.delay(failures)).await;
         }
     }
 }
