@@ -45,6 +45,12 @@ fn killed_watcher_and_matcher_resume_without_gaps_or_doubles() {
         role.restart();
     }
 
+    // A watcher starting again at NEXT_BLOCK would republish blocks that the
+    // stream's 2-minute duplicate window hides here, so check it resumed.
+    if !watcher.stderr().contains("resuming after the last block published") {
+        cluster.fail("the restarted block watcher did not resume from the stream");
+    }
+
     let proofs = cluster.await_completed(&mut completed, &window, 1);
     let proved = proofs.iter().map(|p| p.block);
     cluster.check(each_block_exactly("completed_proofs", &window, proved, 1));
