@@ -310,7 +310,7 @@ pub fn matcher_bucket(s: &Settings) -> String {
 
 /// Where a restarted watcher starts: after the last block it published, and
 /// never before `next_block`.
-async fn resume_point(
+pub async fn resume_point(
     bus: &NatsBus,
     queue: &str,
     next_block: Option<u64>,

@@ -171,7 +171,15 @@ impl Plan {
         let pool = roles::pool_config(s, "standalone".into(), routes);
         ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone()).start();
 
-        let watcher = roles::watcher_config(s, s.next_block, BLOCKS);
+        // With NATS at the edges an open-ended run resumes where the last
+        // one stopped; a range run proves exactly its range.
+        let from = match &edges {
+            Edges::Nats(bus) if s.to_block.is_none() => {
+                roles::resume_point(bus, BLOCKS, s.next_block).await?
+            }
+            _ => s.next_block,
+        };
+        let watcher = roles::watcher_config(s, from, BLOCKS);
         BlockWatcher::new(Arc::new(self.chain), publisher, watcher).start();
         Ok(())
     }

@@ -47,7 +47,10 @@ fn killed_watcher_and_matcher_resume_without_gaps_or_doubles() {
 
     // A watcher starting again at NEXT_BLOCK would republish blocks that the
     // stream's 2-minute duplicate window hides here, so check it resumed.
-    if !watcher.stderr().contains("resuming after the last block published") {
+    if !watcher
+        .stderr()
+        .contains("resuming after the last block published")
+    {
         cluster.fail("the restarted block watcher did not resume from the stream");
     }
 

@@ -1,7 +1,8 @@
 //! `orchestrator run --nats URL`: the standalone pipeline with NATS JetStream
 //! at its edges instead of in-process queues. A range run exits by itself,
 //! prints each block once, and the stream holds every block, proof and
-//! completed proof exactly once.
+//! completed proof exactly once. An open-ended run on the same stream then
+//! resumes after the last block announced.
 
 mod nats_support;
 mod support;
@@ -48,4 +49,19 @@ fn range_run_with_nats_edges() {
         window.count(),
         "one block proof per block"
     );
+
+    // Open-ended, no --from: it picks up after the last announced block.
+    let mut next = RunBuilder::new("standalone-nats-resume", &anvil.url())
+        .args(["--nats", &nats.url()])
+        .spawn();
+    let resumed = support::eventually(RUN_TIMEOUT, || {
+        next.stderr().contains(&format!(
+            "resuming after the last block published last={to}"
+        ))
+    });
+    if !resumed {
+        next.fail("the open-ended run did not resume after the range");
+    }
+    let status = next.stop();
+    next.assert_exit_code(status, 0);
 }
