@@ -13,28 +13,7 @@ use nats_support::NatsServer;
 
 const SECRET: &str = "s3cret-Pa55";
 
-/// Runs `orchestrator init` with `env`, killing it after `limit`.
-fn init(url: &str, env: &[(&str, &str)], limit: Duration) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .arg("init")
-        .env("NATS_URL", url)
-        .env("RUST_LOG", "debug")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start orchestrator init");
-    let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        // SAFETY: plain kill(2); the pid is our child, a stale pid only errs.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    });
-    let output = child.wait_with_output().expect("wait for init");
-    drop(killer);
-    output
-}
+use nats_support::run_init as init;
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

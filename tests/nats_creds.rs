@@ -11,7 +11,7 @@ mod nats_support;
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -84,26 +84,9 @@ fn user_creds(account: &KeyPair, dir: &Path, name: &str) -> (String, String) {
     (path.display().to_string(), seed)
 }
 
-/// Runs `orchestrator init` with `NATS_CREDS=creds`, killing it after `limit`
-/// (it retries its first connection forever, so a refused one never exits).
+/// Runs `orchestrator init` with `NATS_CREDS=creds`, cut short after `limit`.
 fn init(url: &str, creds: &str, limit: Duration) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .arg("init")
-        .env("NATS_URL", url)
-        .env("NATS_CREDS", creds)
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start orchestrator init");
-    let pid = child.id();
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        // SAFETY: plain kill(2) of our child; a reaped pid only errs.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    });
-    child.wait_with_output().expect("wait for init")
+    nats_support::run_init(url, &[("NATS_CREDS", creds)], limit)
 }
 
 #[test]

@@ -24,6 +24,8 @@ pub use role::{Role, RoleProcess};
 pub use server::NatsServer;
 pub use tap::Tap;
 
+use std::process::{Command, Output, Stdio};
+
 use crate::support::{self, Anvil, TempDir};
 
 /// Blocks of a test's window that are final before its watcher starts.
@@ -196,4 +198,27 @@ impl Drop for Miner {
             let _ = thread.join();
         }
     }
+}
+
+/// Runs `orchestrator init` against `url` with `env` and `RUST_LOG=debug`,
+/// killing it after `limit`: with credentials the server refuses it retries
+/// its first connection forever, so it must be cut short to be judged.
+pub fn run_init(url: &str, env: &[(&str, &str)], limit: Duration) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("init")
+        .env("NATS_URL", url)
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start orchestrator init");
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        // SAFETY: plain kill(2) of our child; a reaped pid only errs.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    child.wait_with_output().expect("wait for init")
 }

@@ -5,32 +5,15 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{TempDir, node::free_port, temp_dir};
+use crate::support::{TempDir, node::find_tool, node::free_port, temp_dir};
 
 /// `NATS_SERVER_BIN`, else `<repo>/.deps/bin/nats-server`, else `nats-server` on PATH.
 fn nats_server_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
-        return path.into();
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/bin/nats-server");
-    if local.is_file() {
-        return local;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| candidate.is_file());
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "nats-server not found (checked $NATS_SERVER_BIN, {}, PATH): run scripts/install-test-deps.sh",
-            local.display()
-        )
-    })
+    find_tool("NATS_SERVER_BIN", "nats-server")
 }
 
 /// Whether `GET path` on `port` answers HTTP 200 (HTTP/1.0: no chunking, the

@@ -16,26 +16,34 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// `ANVIL_BIN`, else `<repo>/.deps/bin/anvil`, else `anvil` on PATH.
-fn anvil_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("ANVIL_BIN") {
+/// A test tool: `$env_var`, else `<repo>/.deps/bin/<name>`, else `name` on
+/// PATH; panics naming the install script when none exists.
+pub fn find_tool(env_var: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return path.into();
     }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/bin/anvil");
+    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".deps/bin")
+        .join(name);
     if local.is_file() {
         return local;
     }
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("anvil"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file());
     on_path.unwrap_or_else(|| {
         panic!(
-            "anvil not found (checked $ANVIL_BIN, {}, PATH): run scripts/install-test-deps.sh",
+            "{name} not found (checked ${env_var}, {}, PATH): run scripts/install-test-deps.sh",
             local.display()
         )
     })
+}
+
+/// `ANVIL_BIN`, else `<repo>/.deps/bin/anvil`, else `anvil` on PATH.
+fn anvil_bin() -> PathBuf {
+    find_tool("ANVIL_BIN", "anvil")
 }
 
 /// One blocking HTTP/1.0 JSON-RPC call (HTTP/1.0: the server closes the
