@@ -17,6 +17,9 @@ pub struct RpcChain {
     provider: DynProvider,
     /// The endpoint with any credentials removed, for logs and errors.
     shown_url: String,
+    /// The endpoint as the HTTP client prints it in its errors, to be
+    /// replaced by `shown_url` before an error is logged.
+    full_url: String,
 }
 
 impl RpcChain {
@@ -29,6 +32,7 @@ impl RpcChain {
                 "not a valid URL ({e}); set --rpc / L1_RPC to e.g. http://127.0.0.1:8545"
             ),
         })?;
+        let full_url = parsed.to_string();
         let provider = ProviderBuilder::new()
             .disable_recommended_fillers()
             .connect_http(parsed)
@@ -36,6 +40,7 @@ impl RpcChain {
         Ok(Self {
             provider,
             shown_url: redact(url),
+            full_url,
         })
     }
 }
@@ -43,9 +48,10 @@ impl RpcChain {
 #[async_trait]
 impl ChainHead for RpcChain {
     async fn finalized_block(&self) -> Result<u64, EdgeError> {
+        // HTTP client errors quote the whole URL, API key included.
         let rpc_error = |reason: String| EdgeError::Rpc {
             url: self.shown_url.clone(),
-            reason,
+            reason: reason.replace(&self.full_url, &self.shown_url),
         };
         let request = self
             .provider
@@ -81,5 +87,14 @@ mod tests {
             "https://rpc.example"
         );
         assert!(RpcChain::new("not a url").is_err());
+    }
+
+    #[tokio::test]
+    async fn errors_do_not_quote_the_api_key() {
+        // Nothing listens on port 9 of loopback: the request fails at once.
+        let chain = RpcChain::new("http://127.0.0.1:9/v3/SECRETKEY?apikey=SECRET2").unwrap();
+        let error = chain.finalized_block().await.unwrap_err().to_string();
+        assert!(!error.contains("SECRET"), "{error}");
+        assert!(error.contains("http://127.0.0.1:9"), "{error}");
     }
 }
