@@ -11,7 +11,7 @@ use common::{ScriptedRunner, Step, assert_quiet, next_within};
 use orchestrator_actors::actors::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::local::{LocalBus, LocalSource};
-use orchestrator_actors::edges::{JobFailure, Publisher};
+use orchestrator_actors::edges::{JobFailure, JobSource, Publisher};
 use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
 
 /// An output queue without a known consumer, so outputs are not shape-checked.
@@ -220,5 +220,48 @@ async fn multiple_output_elements_pass_byte_for_byte() {
     assert_eq!(
         part.payload,
         br#"{"z":1,"a":123456789012345678901234567890}"#.to_vec()
+    );
+}
+
+/// Counts the deliveries the pool took from its source.
+struct CountingSource(LocalSource, Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl JobSource for CountingSource {
+    async fn next(&mut self) -> Option<orchestrator_actors::edges::Delivery> {
+        let delivery = self.0.next().await;
+        self.1.fetch_add(1, Ordering::SeqCst);
+        delivery
+    }
+}
+
+#[actix_rt::test]
+async fn takes_no_job_while_its_only_worker_is_being_replaced() {
+    let killed = JobFailure::Killed {
+        signal: 9,
+        stderr: String::new(),
+    };
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(killed), Step::Echo]));
+    let mut config = config(1, false);
+    config.restart = Backoff::new(Duration::from_secs(30), Duration::from_secs(30));
+    let bus = LocalBus::new();
+    let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = CountingSource(bus.subscribe(&[queues::BLOCKS]), pulled.clone());
+    let pool = ProverPool::new(config, runner, Box::new(source), Arc::new(bus.clone())).start();
+    announce(&bus, [1, 2]).await;
+    for _ in 0..500 {
+        if pool.send(PoolStatus).await.unwrap().restarts == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.send(PoolStatus).await.unwrap().restarts, 1);
+    // A job taken now would sit unacknowledged until the replacement starts,
+    // while another host could prove it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pulled.load(Ordering::SeqCst),
+        1,
+        "a job was taken with no live worker"
     );
 }
