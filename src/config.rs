@@ -178,7 +178,7 @@ impl Default for Settings {
             message_bus_type: None,
             storage_type: None,
             expected_provers: None,
-            group_timeout: Duration::from_secs(30 * 60),
+            group_timeout: orchestrator_actors::actors::DEFAULT_GROUP_TIMEOUT,
         }
     }
 }

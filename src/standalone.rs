@@ -25,6 +25,8 @@ pub struct Plan {
     settings: Settings,
     runner: ProcessRunner,
     chain: RpcChain,
+    /// The blocks a range run waits for, if this is one.
+    range: Option<BTreeSet<u64>>,
 }
 
 /// The queues the actors talk through in this process.
@@ -86,31 +88,28 @@ impl Plan {
             runner = runner.with_env("MOCK_STEPS", settings.steps.to_string());
         }
         let chain = RpcChain::new(&settings.l1_rpc)?;
-        let plan = Self {
+        let range = match (settings.next_block, settings.to_block) {
+            (Some(from), Some(to)) => Some(
+                (from..=to)
+                    .filter(|b| b.is_multiple_of(settings.every))
+                    .collect::<BTreeSet<u64>>(),
+            ),
+            _ => None,
+        };
+        if range.as_ref().is_some_and(BTreeSet::is_empty) {
+            anyhow::bail!(
+                "the range {:?}..={:?} holds no block with block % {} == 0: nothing to prove",
+                settings.next_block,
+                settings.to_block,
+                settings.every
+            );
+        }
+        Ok(Self {
             settings,
             runner,
             chain,
-        };
-        if plan.range().as_ref().is_some_and(BTreeSet::is_empty) {
-            let s = &plan.settings;
-            anyhow::bail!(
-                "the range {:?}..={:?} holds no block with block % {} == 0: nothing to prove",
-                s.next_block,
-                s.to_block,
-                s.every
-            );
-        }
-        Ok(plan)
-    }
-
-    /// The blocks a range run waits for, if this is one.
-    fn range(&self) -> Option<BTreeSet<u64>> {
-        let (from, to) = (self.settings.next_block?, self.settings.to_block?);
-        Some(
-            (from..=to)
-                .filter(|b| b.is_multiple_of(self.settings.every))
-                .collect(),
-        )
+            range,
+        })
     }
 
     /// Starts the actors. Call inside a running actix system.
@@ -158,7 +157,7 @@ impl Plan {
             );
         }
 
-        let reporter = Reporter::new(s.json, self.range()).start();
+        let reporter = Reporter::new(s.json, self.range).start();
         pump(report_input, reporter.recipient());
         let matcher = ProofMatcher::new(
             edges.match_store(s).await?,

@@ -63,6 +63,15 @@ async fn announce(bus: &LocalBus, blocks: impl IntoIterator<Item = u64>) {
     }
 }
 
+/// A runner whose first prover is killed by a signal; then it echoes.
+fn killed_once() -> Arc<ScriptedRunner> {
+    let killed = JobFailure::Killed {
+        signal: 9,
+        stderr: String::new(),
+    };
+    Arc::new(ScriptedRunner::new(vec![Step::Fail(killed), Step::Echo]))
+}
+
 async fn stats(h: &Harness) -> WorkerStats {
     h.pool.send(PoolStatus).await.unwrap()
 }
@@ -87,11 +96,7 @@ async fn replaces_a_worker_that_panicked() {
 
 #[actix_rt::test]
 async fn replaces_a_worker_whose_child_was_killed() {
-    let killed = JobFailure::Killed {
-        signal: 9,
-        stderr: String::new(),
-    };
-    let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(killed), Step::Echo]));
+    let runner = killed_once();
     let mut h = start(runner, config(1, false));
     announce(&h.bus, [8]).await;
     assert_eq!(next_within(&mut h.proofs, 10).await.payload, b"8");
@@ -237,11 +242,7 @@ impl JobSource for CountingSource {
 
 #[actix_rt::test]
 async fn takes_no_job_while_its_only_worker_is_being_replaced() {
-    let killed = JobFailure::Killed {
-        signal: 9,
-        stderr: String::new(),
-    };
-    let runner = Arc::new(ScriptedRunner::new(vec![Step::Fail(killed), Step::Echo]));
+    let runner = killed_once();
     let mut config = config(1, false);
     config.restart = Backoff::new(Duration::from_secs(30), Duration::from_secs(30));
     let bus = LocalBus::new();

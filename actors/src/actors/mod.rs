@@ -10,7 +10,7 @@ pub use block_watcher::{BlockWatcher, WatcherConfig};
 pub use proof_matcher::{BlockRecord, MatchStore, ProofMatcher};
 pub use prover_pool::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 pub use prover_worker::{ProverWorker, RunJob};
-pub use step_collector::StepCollector;
+pub use step_collector::{DEFAULT_GROUP_TIMEOUT, StepCollector};
 
 use actix::Recipient;
 
