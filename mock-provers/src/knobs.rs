@@ -30,7 +30,21 @@ pub struct Knobs {
     /// Step count if explicitly set: the partition size, and the number of
     /// step proofs an aggregation must receive. `None` when not set.
     pub steps: Option<usize>,
+    /// How often to print a progress line on stdout and on stderr while
+    /// proving; zero (the default) prints none.
+    pub log_interval: Duration,
+    /// The length in characters, `0x` included, of every proof string;
+    /// [`DEFAULT_PROOF_LEN`] by default.
+    pub proof_len: usize,
+    /// How many helper child processes each proving step starts.
+    pub helpers: usize,
 }
+
+/// The length of the default proof string: `0x` and 16 hex digits.
+pub const DEFAULT_PROOF_LEN: usize = 18;
+
+/// More helpers than this is a typo, not a test: refuse to fork that many.
+pub const MAX_HELPERS: usize = 64;
 
 /// One setting: the flags that set it and the env var used when none is given.
 struct Knob {
@@ -57,6 +71,18 @@ const STEPS: Knob = Knob {
     flags: &["--steps", "--expect-steps"],
     env: "MOCK_STEPS",
 };
+const LOG_INTERVAL: Knob = Knob {
+    flags: &["--log-interval-ms"],
+    env: "MOCK_LOG_INTERVAL_MS",
+};
+const PROOF_BYTES: Knob = Knob {
+    flags: &["--proof-bytes"],
+    env: "MOCK_PROOF_BYTES",
+};
+const HELPERS: Knob = Knob {
+    flags: &["--helpers"],
+    env: "MOCK_HELPERS",
+};
 
 impl Knobs {
     /// Resolves the settings from the command line's extra flags (see
@@ -73,7 +99,14 @@ impl Knobs {
         extra: &[(String, String)],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Knobs, SdkError> {
-        let mut knobs = vec![&NAME, &PROVE_TIME, &FAILURE_RATE];
+        let mut knobs = vec![
+            &NAME,
+            &PROVE_TIME,
+            &FAILURE_RATE,
+            &LOG_INTERVAL,
+            &PROOF_BYTES,
+            &HELPERS,
+        ];
         if spec.accepts_steps {
             knobs.push(&STEPS);
         }
@@ -108,12 +141,30 @@ impl Knobs {
         } else {
             None
         };
+        let log_interval_ms = lookup.get(
+            &LOG_INTERVAL,
+            "a whole number of milliseconds (0 = no progress lines)",
+            |v| v.parse().ok(),
+        )?;
+        let proof_len = lookup.get(
+            &PROOF_BYTES,
+            &format!("a whole number of characters, at least {DEFAULT_PROOF_LEN}"),
+            |v| v.parse().ok().filter(|&n| n >= DEFAULT_PROOF_LEN),
+        )?;
+        let helpers = lookup.get(
+            &HELPERS,
+            &format!("a whole number of helper processes from 0 to {MAX_HELPERS}"),
+            |v| v.parse().ok().filter(|&n| n <= MAX_HELPERS),
+        )?;
 
         Ok(Knobs {
             name: name.unwrap_or_else(|| spec.default_name.to_owned()),
             prove_time: Duration::from_millis(prove_time_ms.unwrap_or(spec.default_prove_time_ms)),
             failure_rate: failure_rate.unwrap_or(0.0),
             steps,
+            log_interval: Duration::from_millis(log_interval_ms.unwrap_or(0)),
+            proof_len: proof_len.unwrap_or(DEFAULT_PROOF_LEN),
+            helpers: helpers.unwrap_or(0),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! that `mock-prover` and `mock-multistep-prover` differ only in what they prove.
 
 mod knobs;
+mod work;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prover_sdk::{Args, BoxError, Prover};
 use serde::{Deserialize, Serialize};
 
-pub use knobs::{Knobs, Spec};
+pub use knobs::{DEFAULT_PROOF_LEN, Knobs, MAX_HELPERS, Spec};
 
 /// A proof of a whole block, the output of the "prove a block" and
 /// "aggregate" steps: `{"block":N,"proof":"0x…","prover":NAME}`, in that
@@ -41,17 +42,45 @@ impl BlockProof {
 /// hashed from `parts`. Distinct inputs give distinct-looking proofs, which
 /// makes mixed-up proofs visible when debugging the orchestrator.
 pub fn fake_proof(parts: &[&[u8]]) -> String {
+    fake_proof_of_len(parts, DEFAULT_PROOF_LEN)
+}
+
+/// [`fake_proof`] stretched to `len` characters, `0x` included (never shorter
+/// than `0x`), to look as big as a real proof: the hex digits are a splitmix64
+/// stream seeded from the hash of `parts`, so the default-length proof is a
+/// prefix of every longer one, and megabytes take milliseconds.
+pub fn fake_proof_of_len(parts: &[&[u8]], len: usize) -> String {
     // FNV-1a; each part is followed by a separator so ("ab","c") != ("a","bc").
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in parts.iter().flat_map(|part| part.iter().chain(&[0xff])) {
-        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        state = (state ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("0x{:016x}", mix(hash))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = Vec::with_capacity(len.max(2));
+    hex.extend_from_slice(b"0x");
+    while hex.len() < len {
+        // `mix` adds splitmix64's increment itself, so this is its next output.
+        let word = mix(state);
+        state = state.wrapping_add(SPLITMIX_GAMMA);
+        let chunk: [u8; 16] =
+            std::array::from_fn(|i| DIGITS[(word >> (60 - 4 * i)) as usize & 0xf]);
+        hex.extend_from_slice(&chunk[..(len - hex.len()).min(16)]);
+    }
+    String::from_utf8(hex).expect("hex digits are ASCII")
 }
 
 /// Runs a mock prover binary: parses the command line and its settings
 /// (bad settings exit 2), builds the prover from them and proves the input.
+/// Run as `BINARY --mock-helper` (how [`Knobs::simulate_work`] starts its
+/// helpers), it is a helper process instead; see `work::helper_main`.
 pub fn main_with<P: Prover>(spec: &Spec, make: impl FnOnce(Knobs) -> P) -> ExitCode {
+    // Before the SDK's parsing, which would reject the helper's argument.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == work::HELPER_ARG)
+    {
+        return work::helper_main();
+    }
     prover_sdk::report(Args::from_env().and_then(|args| {
         let knobs = Knobs::from_args(spec, &args.extra)?;
         prover_sdk::prove_files(make(knobs), &args.input_path, &args.output_path)
@@ -60,19 +89,36 @@ pub fn main_with<P: Prover>(spec: &Spec, make: impl FnOnce(Knobs) -> P) -> ExitC
 
 impl Knobs {
     /// Pretends to prove: announces itself like the original template's mocks,
-    /// sleeps for the configured prove time, then fails with the configured
-    /// probability. `seed` (the block number) decorrelates concurrent runs.
-    pub fn simulate_work(&self, seed: u64) -> Result<(), BoxError> {
+    /// starts the configured helper processes, sleeps for the configured prove
+    /// time printing progress if asked, stops the helpers, then fails with the
+    /// configured probability. `block` also decorrelates concurrent runs' rolls.
+    pub fn simulate_work(&self, block: u64) -> Result<(), BoxError> {
         println!("Running prover.");
-        std::thread::sleep(self.prove_time);
-        if self.failure_rate > 0.0 && roll(seed) < self.failure_rate {
+        let helpers = work::Helpers::start(self.helpers)?;
+        work::sleep_with_progress(block, self.prove_time, self.log_interval)?;
+        drop(helpers);
+        if self.failure_rate > 0.0 && roll(block) < self.failure_rate {
             return Err(format!(
-                "simulated failure of '{}' on block {seed} (failure rate {}, set by --failure-rate or MOCK_FAILURE_RATE)",
+                "simulated failure of '{}' on block {block} (failure rate {}, set by --failure-rate or MOCK_FAILURE_RATE)",
                 self.name, self.failure_rate
             )
             .into());
         }
         Ok(())
+    }
+
+    /// [`fake_proof_of_len`] with the configured proof length.
+    pub fn proof(&self, parts: &[&[u8]]) -> String {
+        fake_proof_of_len(parts, self.proof_len)
+    }
+
+    /// [`BlockProof::new`] by this prover, with the configured proof length.
+    pub fn block_proof(&self, block: u64) -> BlockProof {
+        BlockProof {
+            block,
+            proof: self.proof(&[&block.to_le_bytes(), self.name.as_bytes()]),
+            prover: self.name.clone(),
+        }
     }
 }
 
@@ -87,9 +133,13 @@ fn roll(seed: u64) -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// splitmix64's finalizer: spreads every input bit over the whole output.
+/// splitmix64's increment (the golden ratio in 64 bits).
+const SPLITMIX_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's step from `x` to its output: spreads every input bit over the
+/// whole output.
 fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = x.wrapping_add(SPLITMIX_GAMMA);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
@@ -111,6 +161,24 @@ mod tests {
     }
 
     #[test]
+    fn long_proofs_are_deterministic_hex_of_exact_length() {
+        let short = BlockProof::new(7, "p").proof;
+        for len in [18, 19, 33, 34, 1000, 4 << 20] {
+            let proof = fake_proof_of_len(&[&7u64.to_le_bytes(), b"p"], len);
+            assert_eq!(proof.len(), len);
+            assert!(proof.starts_with(&short), "{}", &proof[..40.min(len)]);
+            assert!(proof[2..].bytes().all(|b| b"0123456789abcdef".contains(&b)));
+            assert_eq!(proof, fake_proof_of_len(&[&7u64.to_le_bytes(), b"p"], len));
+        }
+        let a = fake_proof_of_len(&[b"a"], 1000);
+        let b = fake_proof_of_len(&[b"b"], 1000);
+        assert_ne!(a[18..], b[18..]);
+        // Not one hash repeated: the stream moves on after each 16 digits.
+        assert_ne!(a[2..18], a[18..34]);
+        assert_eq!(fake_proof_of_len(&[b"a"], 0), "0x");
+    }
+
+    #[test]
     fn roll_stays_in_unit_interval() {
         for seed in 0..1000 {
             let r = roll(seed);
@@ -124,6 +192,9 @@ mod tests {
             prove_time: std::time::Duration::ZERO,
             failure_rate,
             steps: None,
+            log_interval: std::time::Duration::ZERO,
+            proof_len: DEFAULT_PROOF_LEN,
+            helpers: 0,
         }
     }
 

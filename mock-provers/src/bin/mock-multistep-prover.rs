@@ -6,11 +6,19 @@
 //! `--failure-rate`/`MOCK_FAILURE_RATE` (default 0),
 //! `--steps` or `--expect-steps`/`MOCK_STEPS` (partition size, default 10;
 //! when set, aggregation also requires exactly that many step proofs).
+//! Realism (all off by default, shared with the other mock):
+//! `--log-interval-ms`/`MOCK_LOG_INTERVAL_MS` (progress lines on stdout and
+//! stderr every interval while proving; 0 = none),
+//! `--proof-bytes`/`MOCK_PROOF_BYTES` (length of each step proof's and the
+//! aggregate's proof string, `0x` included; default and minimum 18),
+//! `--helpers`/`MOCK_HELPERS` (helper child processes started while proving,
+//! 0 to 64, killed when proving ends but left running if the prover is killed;
+//! each exits by itself after 10 minutes).
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 
-use mock_provers::{BlockProof, Knobs, Spec, fake_proof};
+use mock_provers::{BlockProof, Knobs, Spec};
 use prover_sdk::{BoxError, Prover};
 use serde::{Deserialize, Serialize};
 
@@ -82,7 +90,7 @@ impl Prover for MultistepProver {
             }
             Input::Step(task) => {
                 self.0.simulate_work(task.block)?;
-                let proof = fake_proof(&[
+                let proof = self.0.proof(&[
                     &task.block.to_le_bytes(),
                     task.step_id.as_bytes(),
                     name.as_bytes(),
@@ -100,7 +108,7 @@ impl Prover for MultistepProver {
             Input::Aggregate(proofs) => {
                 let block = check_group(&proofs, self.0.steps)?;
                 self.0.simulate_work(block)?;
-                Output::Block(BlockProof::new(block, name))
+                Output::Block(self.0.block_proof(block))
             }
         })
     }

@@ -2,6 +2,14 @@
 //! Settings: `--name`/`MOCK_PROVER_NAME` (default `mock-prover`),
 //! `--prove-time-ms`/`MOCK_PROVE_TIME_MS` (default 1000),
 //! `--failure-rate`/`MOCK_FAILURE_RATE` (default 0); flags win over env.
+//! Realism (all off by default, shared with the other mock):
+//! `--log-interval-ms`/`MOCK_LOG_INTERVAL_MS` (progress lines on stdout and
+//! stderr every interval while proving; 0 = none),
+//! `--proof-bytes`/`MOCK_PROOF_BYTES` (length of each proof string, `0x`
+//! included; default and minimum 18),
+//! `--helpers`/`MOCK_HELPERS` (helper child processes started while proving,
+//! 0 to 64, killed when proving ends but left running if the prover is killed;
+//! each exits by itself after 10 minutes).
 
 use std::process::ExitCode;
 
@@ -22,7 +30,7 @@ impl Prover for MockProver {
 
     fn prove(&mut self, block: u64) -> Result<BlockProof, BoxError> {
         self.0.simulate_work(block)?;
-        Ok(BlockProof::new(block, &self.0.name))
+        Ok(self.0.block_proof(block))
     }
 }
 

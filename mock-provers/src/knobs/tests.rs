@@ -35,6 +35,9 @@ fn defaults_come_from_the_spec() {
         prove_time: Duration::from_secs(1),
         failure_rate: 0.0,
         steps: None,
+        log_interval: Duration::ZERO,
+        proof_len: DEFAULT_PROOF_LEN,
+        helpers: 0,
     };
     assert_eq!(knobs, expected);
     assert_eq!(
@@ -140,4 +143,64 @@ fn single_step_prover_ignores_mock_steps_env() {
             .steps,
         None
     );
+}
+
+#[test]
+fn realism_knobs_come_from_env_or_flags() {
+    let env = [
+        ("MOCK_LOG_INTERVAL_MS", "250"),
+        ("MOCK_PROOF_BYTES", "4000000"),
+        ("MOCK_HELPERS", "2"),
+    ];
+    for spec in [&SINGLE, &MULTI] {
+        let knobs = resolve(spec, &[], &env).unwrap();
+        assert_eq!(
+            (
+                knobs.log_interval.as_millis(),
+                knobs.proof_len,
+                knobs.helpers
+            ),
+            (250, 4_000_000, 2)
+        );
+        let flags = [
+            ("--log-interval-ms", "0"),
+            ("--proof-bytes", "18"),
+            ("--helpers", "64"),
+        ];
+        let knobs = resolve(spec, &flags, &env).unwrap();
+        assert_eq!(
+            (knobs.log_interval, knobs.proof_len, knobs.helpers),
+            (Duration::ZERO, 18, 64)
+        );
+        let empty = [
+            ("MOCK_LOG_INTERVAL_MS", ""),
+            ("MOCK_PROOF_BYTES", ""),
+            ("MOCK_HELPERS", ""),
+        ];
+        assert_eq!(
+            resolve(spec, &[], &empty).unwrap(),
+            resolve(spec, &[], &[]).unwrap()
+        );
+    }
+}
+
+#[test]
+fn invalid_realism_values_name_their_source() {
+    let err = resolve(&SINGLE, &[("--proof-bytes", "17")], &[]).unwrap_err();
+    assert_eq!(
+        err,
+        "invalid --proof-bytes value '17': expected a whole number of characters, at least 18"
+    );
+    let err = resolve(&MULTI, &[], &[("MOCK_LOG_INTERVAL_MS", "abc")]).unwrap_err();
+    assert!(
+        err.starts_with("invalid MOCK_LOG_INTERVAL_MS value 'abc': expected a whole number"),
+        "{err}"
+    );
+    let err = resolve(&SINGLE, &[], &[("MOCK_HELPERS", "65")]).unwrap_err();
+    assert_eq!(
+        err,
+        "invalid MOCK_HELPERS value '65': expected a whole number of helper processes from 0 to 64"
+    );
+    let err = resolve(&SINGLE, &[("--helpers", "-1")], &[]).unwrap_err();
+    assert!(err.starts_with("invalid --helpers value '-1'"), "{err}");
 }

@@ -1,6 +1,9 @@
 //! Runs a real mock binary on a temp input file and captures everything the
 //! orchestrator would see: exit code, stdout, stderr and the output file.
 
+// Each test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
 use std::fs;
 use std::process::Command;
 
@@ -33,6 +36,9 @@ pub fn run(bin: &str, input: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
         "MOCK_PROVE_TIME_MS",
         "MOCK_FAILURE_RATE",
         "MOCK_STEPS",
+        "MOCK_LOG_INTERVAL_MS",
+        "MOCK_PROOF_BYTES",
+        "MOCK_HELPERS",
     ] {
         command.env_remove(var);
     }
@@ -72,16 +78,39 @@ impl Run {
 /// Checks `json` is byte for byte `{"block":BLOCK,"proof":"0x<16 hex>","prover":"PROVER"}`
 /// and returns the proof.
 pub fn assert_block_proof(json: &str, block: u64, prover: &str) -> String {
+    assert_block_proof_of_len(json, block, prover, 18)
+}
+
+/// [`assert_block_proof`] for a proof string of `len` characters, `0x` included.
+pub fn assert_block_proof_of_len(json: &str, block: u64, prover: &str, len: usize) -> String {
     let value: serde_json::Value = serde_json::from_str(json).unwrap();
     let proof = value["proof"]
         .as_str()
-        .unwrap_or_else(|| panic!("no proof in {json}"))
+        .unwrap_or_else(|| panic!("no proof in {}", abbreviate(json)))
         .to_owned();
-    assert!(proof.len() == 18 && proof.starts_with("0x"), "{proof}");
-    assert!(proof[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{proof}");
-    assert_eq!(
-        json,
-        format!(r#"{{"block":{block},"proof":"{proof}","prover":"{prover}"}}"#)
+    assert_proof_hex(&proof, len);
+    assert!(
+        json == format!(r#"{{"block":{block},"proof":"{proof}","prover":"{prover}"}}"#),
+        "not the block proof of {block} by {prover}: {}",
+        abbreviate(json)
     );
     proof
+}
+
+/// Checks `proof` is `0x` and lowercase hex, `len` characters in all.
+pub fn assert_proof_hex(proof: &str, len: usize) {
+    assert_eq!(proof.len(), len, "proof length of {}", abbreviate(proof));
+    assert!(
+        proof.starts_with("0x") && proof[2..].bytes().all(|b| b"0123456789abcdef".contains(&b)),
+        "not 0x and lowercase hex: {}",
+        abbreviate(proof)
+    );
+}
+
+/// `text` cut to a length that fits in a failure message.
+pub fn abbreviate(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+        None => text.to_owned(),
+    }
 }
