@@ -49,6 +49,37 @@ pub enum Command {
     Collector(Flags),
     /// Template name of the prover role.
     Dispatcher(Flags),
+    /// Proofs stored on NATS.
+    Proof(ProofArgs),
+}
+
+/// `orchestrator proof ...`.
+#[derive(Debug, Args)]
+pub struct ProofArgs {
+    /// What to do with stored proofs.
+    #[command(subcommand)]
+    pub action: ProofAction,
+}
+
+/// What `orchestrator proof` can do.
+#[derive(Debug, Subcommand)]
+pub enum ProofAction {
+    /// Print a prover's output for a block byte for byte, whether it was
+    /// sent inline or through the object store.
+    Get(ProofGet),
+}
+
+/// `orchestrator proof get`: which proof, and the usual NATS settings.
+#[derive(Debug, Args)]
+pub struct ProofGet {
+    /// The block whose proof to print.
+    #[arg(long)]
+    pub block: u64,
+    /// The prover whose proof to print; needed when several provers proved the block.
+    #[arg(long)]
+    pub prover: Option<String>,
+    #[command(flatten)]
+    pub flags: Flags,
 }
 
 impl Command {
@@ -63,6 +94,9 @@ impl Command {
             | Command::StepCollector(f)
             | Command::Collector(f)
             | Command::Dispatcher(f) => f,
+            Command::Proof(ProofArgs {
+                action: ProofAction::Get(get),
+            }) => &get.flags,
         }
     }
 }
@@ -115,6 +149,10 @@ pub struct Flags {
     /// Steps per block in multistep mode [env: ORCHESTRATOR_STEPS].
     #[arg(long, help_heading = "Prover")]
     pub steps: Option<u64>,
+    /// GPU devices, e.g. 0,1,2,3: one worker per device, each prover with
+    /// CUDA_VISIBLE_DEVICES set to its own [env: ORCHESTRATOR_GPUS].
+    #[arg(long, value_name = "LIST", help_heading = "Prover")]
+    pub gpus: Option<String>,
 
     /// NATS server URL; roles need it, `run` puts NATS at its edges with it [env: NATS_URL].
     #[arg(long, help_heading = "NATS")]
@@ -137,6 +175,21 @@ pub struct Flags {
     /// Durable consumer name: same name splits work, distinct names fan out [env: CONSUMER_NAME].
     #[arg(long, help_heading = "NATS")]
     pub consumer_name: Option<String>,
+    /// Time NATS waits for an ack before redelivering, e.g. 30s [env: ORCHESTRATOR_ACK_WAIT].
+    #[arg(long, value_name = "DURATION", help_heading = "NATS")]
+    pub ack_wait: Option<String>,
+    /// How often a running job is reported alive; below the ack wait [env: ORCHESTRATOR_PROGRESS_INTERVAL].
+    #[arg(long, value_name = "DURATION", help_heading = "NATS")]
+    pub progress_interval: Option<String>,
+    /// Messages over this many bytes go through the object store [env: ORCHESTRATOR_INLINE_PAYLOAD_LIMIT].
+    #[arg(long, value_name = "BYTES", help_heading = "NATS")]
+    pub inline_payload_limit: Option<u64>,
+    /// How long payloads in the object store are kept, e.g. 7d [env: ORCHESTRATOR_PAYLOAD_RETENTION].
+    #[arg(long, value_name = "DURATION", help_heading = "NATS")]
+    pub payload_retention: Option<String>,
+    /// Largest output in bytes; larger ones are dead-lettered at once [env: ORCHESTRATOR_MAX_PAYLOAD].
+    #[arg(long, value_name = "BYTES", help_heading = "NATS")]
+    pub max_payload: Option<u64>,
 
     /// Collector strategy: Block, Proof or Match [env: STRATEGY].
     #[arg(long, help_heading = "Collector")]
@@ -178,6 +231,10 @@ impl Flags {
             ("strategy", self.strategy.clone()),
             ("expected_provers", self.expected_provers.clone()),
             ("group_timeout", self.group_timeout.clone()),
+            ("gpus", self.gpus.clone()),
+            ("ack_wait", self.ack_wait.clone()),
+            ("progress_interval", self.progress_interval.clone()),
+            ("payload_retention", self.payload_retention.clone()),
         ];
         let numbers = [
             ("workers", self.workers),
@@ -187,6 +244,8 @@ impl Flags {
             ("max_attempts", self.max_attempts),
             ("steps", self.steps),
             ("num_inputs", self.num_inputs),
+            ("inline_payload_limit", self.inline_payload_limit),
+            ("max_payload", self.max_payload),
         ];
         let switches = [
             ("multistep", self.multistep),

@@ -54,6 +54,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("storage_type", "STORAGE_TYPE"),
     ("expected_provers", "ORCHESTRATOR_EXPECTED_PROVERS"),
     ("group_timeout", "ORCHESTRATOR_GROUP_TIMEOUT"),
+    ("gpus", "ORCHESTRATOR_GPUS"),
+    ("ack_wait", "ORCHESTRATOR_ACK_WAIT"),
+    ("progress_interval", "ORCHESTRATOR_PROGRESS_INTERVAL"),
+    ("inline_payload_limit", "ORCHESTRATOR_INLINE_PAYLOAD_LIMIT"),
+    ("payload_retention", "ORCHESTRATOR_PAYLOAD_RETENTION"),
+    ("max_payload", "ORCHESTRATOR_MAX_PAYLOAD"),
 ];
 
 /// What `orchestrator run` needs to know. Defaults suit a first run against
@@ -138,6 +144,25 @@ pub struct Settings {
     /// A group of step proofs still incomplete after this is dead-lettered.
     #[serde(with = "duration")]
     pub group_timeout: Duration,
+    /// GPU devices, comma separated: one worker per device, each prover
+    /// started with `CUDA_VISIBLE_DEVICES` set to its device.
+    pub gpus: Option<String>,
+    /// How long NATS waits for an ack or an in-progress ack before it hands
+    /// a job to another consumer.
+    #[serde(with = "duration")]
+    pub ack_wait: Duration,
+    /// How often a running job tells NATS it is still alive.
+    #[serde(with = "duration")]
+    pub progress_interval: Duration,
+    /// Messages larger than this many bytes go through the JetStream object
+    /// store, with a small reference message on the queue.
+    pub inline_payload_limit: usize,
+    /// How long payloads stored in the object store are kept.
+    #[serde(with = "duration")]
+    pub payload_retention: Duration,
+    /// Largest message in bytes, stored or inline; a larger output is
+    /// dead-lettered at once instead of filling the object store.
+    pub max_payload: usize,
 }
 
 impl Default for Settings {
@@ -179,6 +204,12 @@ impl Default for Settings {
             storage_type: None,
             expected_provers: None,
             group_timeout: orchestrator_actors::actors::DEFAULT_GROUP_TIMEOUT,
+            gpus: None,
+            ack_wait: Duration::from_secs(30),
+            progress_interval: Duration::from_secs(10),
+            inline_payload_limit: 512 * 1024,
+            payload_retention: Duration::from_secs(7 * 24 * 3600),
+            max_payload: 64 * 1024 * 1024,
         }
     }
 }
@@ -315,6 +346,39 @@ impl Settings {
         if self.num_inputs == Some(0) {
             bail!("invalid configuration: NUM_INPUTS is 0; expected a whole number of at least 1");
         }
+        if self.progress_interval.is_zero() || self.progress_interval >= self.ack_wait {
+            bail!(
+                "invalid configuration: progress_interval ({}) is {:?} and ack_wait ({}) is {:?}; expected 0 < progress_interval < ack_wait, or running jobs are handed to a second host",
+                env_name("progress_interval"),
+                self.progress_interval,
+                env_name("ack_wait"),
+                self.ack_wait
+            );
+        }
+        if self.inline_payload_limit == 0 || self.inline_payload_limit > self.max_payload {
+            bail!(
+                "invalid configuration: inline_payload_limit ({}) is {} and max_payload ({}) is {}; expected 1 <= inline_payload_limit <= max_payload",
+                env_name("inline_payload_limit"),
+                self.inline_payload_limit,
+                env_name("max_payload"),
+                self.max_payload
+            );
+        }
+        if let Some(list) = &self.gpus {
+            let gpus = self.gpu_list();
+            if gpus.is_empty() {
+                bail!(
+                    "invalid configuration: ORCHESTRATOR_GPUS is {list:?}; expected device numbers or UUIDs, comma separated, e.g. 0,1,2,3"
+                );
+            }
+            if self.workers != 1 && self.workers != gpus.len() {
+                bail!(
+                    "invalid configuration: workers is {} but {} GPUs are listed ({list}); --gpus runs one worker per device, so drop --workers",
+                    self.workers,
+                    gpus.len()
+                );
+            }
+        }
         if self.job_timeout.is_zero() {
             bail!(
                 "invalid configuration: job_timeout is 0; expected a duration such as 30m ({})",
@@ -351,16 +415,25 @@ impl Settings {
             .unwrap_or_else(|| std::env::temp_dir().join("orchestrator-jobs"))
     }
 
+    /// The GPU devices of `gpus`, in order; empty when unset.
+    pub fn gpu_list(&self) -> Vec<String> {
+        split_list(self.gpus.as_deref())
+    }
+
     /// The provers a block waits for, from `expected_provers`.
     pub fn expected_provers(&self) -> Vec<String> {
-        self.expected_provers
-            .iter()
-            .flat_map(|list| list.split(','))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect()
+        split_list(self.expected_provers.as_deref())
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated list.
+fn split_list(list: Option<&str>) -> Vec<String> {
+    list.iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `message` with the environment variable added after the key it names.

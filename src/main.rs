@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod proof_get;
 mod report;
 mod roles;
 mod standalone;
@@ -11,12 +12,17 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, LogFormat, ProofAction, ProofArgs};
+use orchestrator_actors::shutdown::Shutdown;
 use roles::Role;
 use tracing_subscriber::EnvFilter;
+
+/// How long a stopping process waits for its running jobs to be handed back.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,8 +46,11 @@ fn start(cli: &Cli) -> anyhow::Result<i32> {
     let role = match &cli.command {
         Command::Run(_) => {
             let plan = standalone::Plan::new(settings)?;
-            return run_system(plan.start());
+            return run_system(|shutdown| plan.start(shutdown));
         }
+        Command::Proof(ProofArgs {
+            action: ProofAction::Get(get),
+        }) => return proof_get::run(get, &settings).map(|()| 0),
         Command::Init(_) => Role::Init,
         Command::BlockWatcher(_) => Role::BlockWatcher,
         Command::Prover(_) | Command::Dispatcher(_) => Role::Prover,
@@ -49,23 +58,27 @@ fn start(cli: &Cli) -> anyhow::Result<i32> {
         Command::StepCollector(_) => Role::StepCollector,
         Command::Collector(_) => Role::from_strategy(settings.strategy.as_deref())?,
     };
-    run_system(roles::start(role, settings))
+    run_system(move |shutdown| roles::start(role, settings, shutdown))
 }
 
 /// Runs an actix system (on a multi-threaded tokio runtime) that `setup`
 /// fills with actors, until a signal, a finished range or a failed setup
 /// stops it. Returns the exit code.
-fn run_system(setup: impl Future<Output = anyhow::Result<()>> + 'static) -> anyhow::Result<i32> {
-    // async-nats and reqwest each bring a rustls crypto provider; pick one.
-    let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
+fn run_system<F>(setup: impl FnOnce(Shutdown) -> F) -> anyhow::Result<i32>
+where
+    F: Future<Output = anyhow::Result<()>> + 'static,
+{
+    install_crypto_provider();
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("tokio runtime")
     });
+    let shutdown = Shutdown::new();
+    let setup = setup(shutdown.clone());
     system.block_on(async {
-        stop_on_signal();
+        stop_on_signal(shutdown);
         actix::spawn(async {
             if let Err(error) = setup.await {
                 eprintln!("error: {error:#}");
@@ -96,9 +109,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Stops the actor system on Ctrl-C or SIGTERM. Call inside the system.
-fn stop_on_signal() {
-    actix::spawn(async {
+/// async-nats and reqwest each bring a rustls crypto provider; pick one
+/// before any TLS connection is made.
+fn install_crypto_provider() {
+    let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// On Ctrl-C or SIGTERM: hands running jobs back to their queues (bounded
+/// by [`DRAIN_LIMIT`]), then stops the actor system. Call inside the system.
+fn stop_on_signal(shutdown: Shutdown) {
+    actix::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(term) => term,
@@ -111,7 +131,11 @@ fn stop_on_signal() {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
         }
-        actix::System::current().stop_with_code(0);
         tracing::info!("signal received; stopping");
+        let system = actix::System::current();
+        if !shutdown.drain(DRAIN_LIMIT).await {
+            tracing::warn!(limit = ?DRAIN_LIMIT, "running jobs were not all handed back in time; NATS redelivers them after the ack wait");
+        }
+        system.stop_with_code(0);
     });
 }

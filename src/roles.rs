@@ -10,18 +10,16 @@ use orchestrator_actors::actors::{
     BlockWatcher, PoolConfig, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
 };
 use orchestrator_actors::backoff::Backoff;
-use orchestrator_actors::edges::nats::{ConsumerSpec, NatsBus, NatsOptions, Topology};
+use orchestrator_actors::edges::nats::{
+    ConsumerSpec, NatsBus, NatsOptions, PayloadConfig, Topology,
+};
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::RpcChain;
 use orchestrator_actors::edges::safe_name;
 use orchestrator_actors::messages::queues;
+use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::{Secret, Settings};
-
-/// How often a running job or a held step proof is reported in progress.
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
-/// How long the server waits for an ack or an in-progress ack.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// One process's job in a distributed deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +115,7 @@ impl Wiring {
 
     fn spec(&self, role: Role, s: &Settings) -> ConsumerSpec {
         let attempts = (role == Role::Prover).then_some(s.max_attempts);
-        consumer_spec(&self.consumer, &self.inputs, attempts)
+        consumer_spec(&self.consumer, &self.inputs, attempts, s)
     }
 }
 
@@ -125,11 +123,16 @@ impl Wiring {
 /// `max_attempts`: the server's limit stays above it, so the pool dead-letters
 /// a job before the server could drop it. Other consumers fail only when the
 /// infrastructure does, so their messages are redelivered without limit.
-pub fn consumer_spec(name: &str, queues: &[String], max_attempts: Option<u32>) -> ConsumerSpec {
+pub fn consumer_spec(
+    name: &str,
+    queues: &[String],
+    max_attempts: Option<u32>,
+    s: &Settings,
+) -> ConsumerSpec {
     ConsumerSpec {
         name: name.to_owned(),
         queues: queues.to_vec(),
-        ack_wait: ACK_WAIT,
+        ack_wait: s.ack_wait,
         max_deliver: max_attempts.map_or(-1, |attempts| i64::from(attempts) + 3),
     }
 }
@@ -157,7 +160,7 @@ pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
     let mut failures = 0;
     loop {
         match NatsBus::connect(&options, Topology::new(&s.input_stream)).await {
-            Ok(bus) => return Ok(bus),
+            Ok(bus) => return Ok(bus.with_payloads(payload_config(s))),
             Err(error @ orchestrator_actors::edges::nats::NatsError::File { .. }) => {
                 return Err(error.into());
             }
@@ -171,8 +174,18 @@ pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
     }
 }
 
-/// Starts `role`'s actors; call inside a running actix system.
-pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
+/// Where payloads too large for a NATS message go, from `s`.
+pub fn payload_config(s: &Settings) -> PayloadConfig {
+    PayloadConfig {
+        inline_limit: s.inline_payload_limit,
+        max_bytes: s.max_payload,
+        retention: s.payload_retention,
+    }
+}
+
+/// Starts `role`'s actors; call inside a running actix system. A prover
+/// hands its running jobs back when `shutdown` is triggered.
+pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     // Check local inputs before waiting on the network.
     let runner = match role {
         Role::Prover => Some(ProcessRunner::new(
@@ -193,6 +206,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
     match role {
         Role::Init => {
             bus.match_store(&matcher_bucket(&s), "init").await?;
+            bus.ensure_payload_bucket().await?;
             // Only a named consumer is worth creating ahead: a derived name
             // would belong to `init`, not to the role that will read it.
             if s.input_queue.is_some() && s.consumer_name.is_some() {
@@ -224,7 +238,9 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
                 .collect();
             let pool = pool_config(&s, wiring.consumer.clone(), routes);
             let runner = Arc::new(runner.expect("checked above"));
-            ProverPool::new(pool, runner, Box::new(source), publisher).start();
+            ProverPool::new(pool, runner, Box::new(source), publisher)
+                .with_shutdown(shutdown)
+                .start();
         }
         Role::ProofMatcher => {
             let Some(blocks) = wiring.inputs.iter().find(|q| q.as_str() == queues::BLOCKS) else {
@@ -248,7 +264,7 @@ pub async fn start(role: Role, s: Settings) -> anyhow::Result<()> {
         Role::StepCollector => {
             let collector = StepCollector::new(s.num_inputs.unwrap_or(s.steps), publisher)
                 .with_output(wiring.output.clone())
-                .with_keepalive(PROGRESS_INTERVAL)
+                .with_keepalive(s.progress_interval)
                 .with_group_timeout(s.group_timeout)
                 .start();
             pump(
@@ -289,6 +305,7 @@ pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig
     PoolConfig {
         name,
         workers: s.workers,
+        gpus: s.gpu_list(),
         max_attempts: s.max_attempts,
         retry: Backoff::new(
             s.retry_delay,
@@ -297,7 +314,7 @@ pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig
                 .max(Duration::from_secs(60)),
         ),
         restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-        progress_interval: PROGRESS_INTERVAL,
+        progress_interval: s.progress_interval,
         routes,
     }
 }

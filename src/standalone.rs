@@ -14,6 +14,7 @@ use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::{RpcChain, redact};
 use orchestrator_actors::edges::{JobSource, Publisher};
 use orchestrator_actors::messages::queues::*;
+use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
 use crate::report::Reporter;
@@ -50,7 +51,7 @@ impl Edges {
                 let name = format!("standalone-{group}");
                 let attempts = (group == "prover").then_some(s.max_attempts);
                 Box::new(
-                    bus.source(&roles::consumer_spec(&name, &queues, attempts))
+                    bus.source(&roles::consumer_spec(&name, &queues, attempts, s))
                         .await?,
                 )
             }
@@ -112,8 +113,9 @@ impl Plan {
         })
     }
 
-    /// Starts the actors. Call inside a running actix system.
-    pub async fn start(self) -> anyhow::Result<()> {
+    /// Starts the actors. Call inside a running actix system. Running jobs
+    /// are handed back to their queue when `shutdown` is triggered.
+    pub async fn start(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let s = &self.settings;
         let edges = match &s.nats_url {
             Some(_) => Edges::Nats(Box::new(roles::connect(s, "standalone").await?)),
@@ -148,7 +150,7 @@ impl Plan {
             .await?;
         if s.multistep {
             let collector = StepCollector::new(s.steps, publisher.clone())
-                .with_keepalive(roles::PROGRESS_INTERVAL)
+                .with_keepalive(s.progress_interval)
                 .with_group_timeout(s.group_timeout)
                 .start();
             pump(
@@ -168,7 +170,9 @@ impl Plan {
         pump(matcher_input, matcher.recipient());
 
         let pool = roles::pool_config(s, "standalone".into(), routes);
-        ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone()).start();
+        ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone())
+            .with_shutdown(shutdown)
+            .start();
 
         // With NATS at the edges an open-ended run resumes where the last
         // one stopped; a range run proves exactly its range.

@@ -17,7 +17,7 @@ use orchestrator_actors::actors::{PoolConfig, ProofMatcher, ProverPool, Route, p
 use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::process::ProcessRunner;
-use orchestrator_actors::edges::{JobFailure, JobRunner, JobSource, Publisher};
+use orchestrator_actors::edges::{Job, JobFailure, JobRunner, JobSource, Publisher};
 use orchestrator_actors::messages::{Envelope, queues};
 
 /// Proves a block instantly, so only the orchestration is measured.
@@ -25,8 +25,8 @@ struct InstantProver;
 
 #[async_trait]
 impl JobRunner for InstantProver {
-    async fn run(&self, _id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
-        let block = String::from_utf8_lossy(input);
+    async fn run(&self, job: &Job) -> Result<Vec<u8>, JobFailure> {
+        let block = String::from_utf8_lossy(&job.input);
         Ok(format!(r#"{{"block":{block},"proof":"0xff","prover":"bench"}}"#).into_bytes())
     }
 }
@@ -36,6 +36,7 @@ fn pool_config(workers: usize) -> PoolConfig {
     PoolConfig {
         name: "bench".into(),
         workers,
+        gpus: Vec::new(),
         max_attempts: 3,
         retry: quick,
         restart: quick,

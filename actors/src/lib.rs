@@ -13,3 +13,4 @@ pub mod actors;
 pub mod backoff;
 pub mod edges;
 pub mod messages;
+pub mod shutdown;

@@ -155,3 +155,84 @@ fn secrets_do_not_show_in_debug_output() {
         Some("hunter2")
     );
 }
+
+#[test]
+fn gpus_set_the_worker_count_and_conflicts_are_refused() {
+    let s = Settings::load(None, &env(&[("ORCHESTRATOR_GPUS", "0, 1,2 ,3")]), vec![]).unwrap();
+    assert_eq!(s.gpu_list(), ["0", "1", "2", "3"]);
+    let flags = vec![("gpus", config::Value::from("GPU-a1b2,GPU-c3d4"))];
+    let s = Settings::load(None, &env(&[]), flags).unwrap();
+    assert_eq!(s.gpu_list(), ["GPU-a1b2", "GPU-c3d4"]);
+    assert!(
+        Settings::load(None, &env(&[]), vec![])
+            .unwrap()
+            .gpu_list()
+            .is_empty()
+    );
+
+    let same = env(&[("ORCHESTRATOR_GPUS", "0,1"), ("ORCHESTRATOR_WORKERS", "2")]);
+    assert!(Settings::load(None, &same, vec![]).is_ok());
+    let clash = env(&[("ORCHESTRATOR_GPUS", "0,1"), ("ORCHESTRATOR_WORKERS", "3")]);
+    let err = Settings::load(None, &clash, vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 GPUs") && err.contains("drop --workers"),
+        "{err}"
+    );
+    let empty = env(&[("ORCHESTRATOR_GPUS", " , ")]);
+    let err = Settings::load(None, &empty, vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ORCHESTRATOR_GPUS") && err.contains("0,1,2,3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn in_progress_acks_must_come_before_the_ack_wait_runs_out() {
+    let s = Settings::load(None, &env(&[]), vec![]).unwrap();
+    assert_eq!(
+        (s.ack_wait, s.progress_interval),
+        (Duration::from_secs(30), Duration::from_secs(10))
+    );
+    let long = env(&[
+        ("ORCHESTRATOR_ACK_WAIT", "5m"),
+        ("ORCHESTRATOR_PROGRESS_INTERVAL", "1m"),
+    ]);
+    let s = Settings::load(None, &long, vec![]).unwrap();
+    assert_eq!(s.ack_wait, Duration::from_secs(300));
+    let late = env(&[
+        ("ORCHESTRATOR_ACK_WAIT", "10s"),
+        ("ORCHESTRATOR_PROGRESS_INTERVAL", "10s"),
+    ]);
+    let err = Settings::load(None, &late, vec![]).unwrap_err().to_string();
+    assert!(
+        err.contains("ORCHESTRATOR_PROGRESS_INTERVAL") && err.contains("ORCHESTRATOR_ACK_WAIT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn payload_settings_have_sane_defaults_and_refuse_zero() {
+    let s = Settings::load(None, &env(&[]), vec![]).unwrap();
+    assert_eq!(s.inline_payload_limit, 512 * 1024);
+    assert_eq!(s.payload_retention, Duration::from_secs(7 * 24 * 3600));
+    let s = Settings::load(
+        None,
+        &env(&[
+            ("ORCHESTRATOR_INLINE_PAYLOAD_LIMIT", "100000"),
+            ("ORCHESTRATOR_PAYLOAD_RETENTION", "2d"),
+        ]),
+        vec![],
+    )
+    .unwrap();
+    assert_eq!(
+        (s.inline_payload_limit, s.payload_retention),
+        (100_000, Duration::from_secs(2 * 24 * 3600))
+    );
+    let zero = env(&[("ORCHESTRATOR_INLINE_PAYLOAD_LIMIT", "0")]);
+    let err = Settings::load(None, &zero, vec![]).unwrap_err().to_string();
+    assert!(err.contains("ORCHESTRATOR_INLINE_PAYLOAD_LIMIT"), "{err}");
+}

@@ -1,6 +1,8 @@
 //! Reads what the roles published, straight from JetStream: an ephemeral
 //! pull consumer on one subject, from the stream's first message, that
 //! acknowledges nothing, so the roles' own consumers are not affected.
+//! A message that refers to a payload in the object store (a large proof) is
+//! read back to that payload, as the roles' own sources do.
 //! Blocking on the outside, for plain `#[test]` functions.
 
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
 use futures_util::StreamExt;
+use orchestrator_actors::edges::nats::{PAYLOAD_OBJECT_HEADER, resolve_payload};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 
@@ -21,8 +24,11 @@ pub const STREAM: &str = "modularorchestrator";
 pub struct Record {
     /// Its `Nats-Msg-Id` header, if any.
     pub msg_id: Option<String>,
-    /// Its payload.
+    /// Its payload (for a stored one, read back from the object store).
     pub payload: Vec<u8>,
+    /// The object the payload was stored in, when it was too large to
+    /// travel in the message.
+    pub object: Option<String>,
 }
 
 impl Record {
@@ -40,6 +46,7 @@ impl Record {
 /// Every message published on one subject, read so far.
 pub struct Tap {
     runtime: Runtime,
+    js: jetstream::Context,
     consumer: PullConsumer,
     /// `modularorchestrator.<queue>`.
     pub subject: String,
@@ -57,7 +64,7 @@ impl Tap {
             .build()
             .expect("tokio runtime");
         let subject = format!("{STREAM}.{queue}");
-        let consumer = runtime.block_on(async {
+        let (js, consumer) = runtime.block_on(async {
             let client = async_nats::connect(nats_url)
                 .await
                 .map_err(|e| format!("test reader cannot connect to {nats_url}: {e}"))?;
@@ -80,13 +87,15 @@ impl Tap {
                 inactive_threshold: Duration::from_secs(600),
                 ..Default::default()
             };
-            stream
+            let consumer = stream
                 .create_consumer(config)
                 .await
-                .map_err(|e| format!("cannot create a test reader on {subject}: {e}"))
+                .map_err(|e| format!("cannot create a test reader on {subject}: {e}"))?;
+            Ok::<_, String>((js, consumer))
         })?;
         Ok(Tap {
             runtime,
+            js,
             consumer,
             subject,
             records: Vec::new(),
@@ -95,7 +104,7 @@ impl Tap {
 
     /// One pull: waits up to `expires` for messages; returns how many came.
     fn pull(&mut self, expires: Duration) -> Result<usize, String> {
-        let consumer = &self.consumer;
+        let (js, consumer) = (&self.js, &self.consumer);
         let batch = self.runtime.block_on(async {
             let mut messages = consumer
                 .batch()
@@ -107,14 +116,19 @@ impl Tap {
             let mut batch = Vec::new();
             while let Some(message) = messages.next().await {
                 let message = message.map_err(|e| e.to_string())?;
-                let msg_id = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Id"))
-                    .map(|v| v.as_str().to_owned());
+                let header = |name: &str| {
+                    let headers = message.headers.as_ref();
+                    headers
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_owned())
+                };
+                let payload = resolve_payload(js, message.headers.as_ref(), &message.payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 batch.push(Record {
-                    msg_id,
-                    payload: message.payload.to_vec(),
+                    msg_id: header("Nats-Msg-Id"),
+                    payload: payload.into_owned(),
+                    object: header(PAYLOAD_OBJECT_HEADER),
                 });
             }
             Ok::<_, String>(batch)

@@ -34,7 +34,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// cannot change what a test runs.
 const CONFIG_ENV: &str = "L1_RPC NATS_URL BINARY NEXT_BLOCK INPUT_STREAM OUTPUT_STREAM INPUT_QUEUE \
      OUTPUT_QUEUE CONSUMER_NAME STRATEGY NUM_INPUTS METRICS_PORT MOCK_FAILURE_RATE MOCK_PROVER_NAME \
-     MOCK_STEPS";
+     MOCK_STEPS MOCK_LOG_INTERVAL_MS MOCK_PROOF_BYTES MOCK_HELPERS CUDA_VISIBLE_DEVICES";
 
 /// The directory holding the orchestrator binary and, once built, the mocks.
 fn bin_dir() -> &'static Path {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::edges::{JobFailure, JobRunner};
+use crate::edges::{Job, JobFailure, JobRunner};
 
 /// Runs the job `id` on `input`; answers with the output bytes.
 #[derive(Debug, Message)]
@@ -21,13 +21,15 @@ pub struct RunJob {
 /// notices (closed mailbox) and replaces.
 pub struct ProverWorker {
     slot: usize,
+    gpu: Option<String>,
     runner: Arc<dyn JobRunner>,
 }
 
 impl ProverWorker {
-    /// Worker number `slot` of its pool, running jobs with `runner`.
-    pub fn new(slot: usize, runner: Arc<dyn JobRunner>) -> Self {
-        Self { slot, runner }
+    /// Worker number `slot` of its pool, owning `gpu` if the pool has
+    /// devices, running jobs with `runner`.
+    pub fn new(slot: usize, gpu: Option<String>, runner: Arc<dyn JobRunner>) -> Self {
+        Self { slot, gpu, runner }
     }
 }
 
@@ -35,7 +37,7 @@ impl Actor for ProverWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        tracing::debug!(slot = self.slot, "prover worker started");
+        tracing::debug!(slot = self.slot, gpu = ?self.gpu, "prover worker started");
     }
 }
 
@@ -44,7 +46,13 @@ impl Handler<RunJob> for ProverWorker {
 
     fn handle(&mut self, job: RunJob, _ctx: &mut Self::Context) -> Self::Result {
         let runner = self.runner.clone();
-        let work = async move { runner.run(&job.id, &job.input).await };
+        let job = Job {
+            id: job.id,
+            input: job.input,
+            slot: self.slot,
+            gpu: self.gpu.clone(),
+        };
+        let work = async move { runner.run(&job).await };
         Box::pin(work.into_actor(self).map(|result, act, ctx| {
             if let Err(failure) = &result
                 && failure.needs_new_worker()

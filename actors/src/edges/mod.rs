@@ -44,6 +44,17 @@ pub enum EdgeError {
         /// What went wrong.
         reason: String,
     },
+    /// The queue refused this message for good (too large even for the
+    /// object store, for instance): retrying the same bytes cannot succeed.
+    #[error("{queue} refused {id} for good: {reason}")]
+    Rejected {
+        /// Logical queue name.
+        queue: String,
+        /// Message id.
+        id: String,
+        /// Why it can never be stored.
+        reason: String,
+    },
     /// Acknowledging a delivery failed; the message will be redelivered.
     #[error("acknowledging {id} failed: {reason}")]
     Ack {
@@ -69,6 +80,13 @@ pub enum EdgeError {
         /// What went wrong.
         reason: String,
     },
+}
+
+impl EdgeError {
+    /// Whether retrying the same operation can never succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, EdgeError::Rejected { .. })
+    }
 }
 
 /// How a consumer settles one delivery. Every delivery carries one, so the
@@ -195,10 +213,33 @@ impl JobFailure {
     }
 }
 
+impl JobFailure {
+    /// Whether running the same job again cannot help: the prover answered,
+    /// but with output no consumer can use. Such a job is dead-lettered at
+    /// once instead of burning GPU hours on identical retries.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, JobFailure::InvalidOutput { .. })
+    }
+}
+
+/// One run of a prover: the job and the worker slot it runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The job's message id (log tag, job file names).
+    pub id: String,
+    /// The input payload, byte for byte.
+    pub input: Vec<u8>,
+    /// The worker slot running it (log tag).
+    pub slot: usize,
+    /// The GPU this slot owns, if the pool was given devices: the child sees
+    /// only this one (`CUDA_VISIBLE_DEVICES`).
+    pub gpu: Option<String>,
+}
+
 /// Runs one job: input bytes in, output bytes out. The real one runs a prover
 /// binary as a child process ([`process::ProcessRunner`]).
 #[async_trait]
 pub trait JobRunner: Send + Sync {
-    /// Run the job `id` on `input`.
-    async fn run(&self, id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure>;
+    /// Run `job`; answer with the prover's output bytes.
+    async fn run(&self, job: &Job) -> Result<Vec<u8>, JobFailure>;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orchestrator_actors::edges::local::LocalSource;
-use orchestrator_actors::edges::{Delivery, JobFailure, JobRunner, JobSource};
+use orchestrator_actors::edges::{Delivery, Job, JobFailure, JobRunner, JobSource};
 
 /// What the scripted runner does on one call.
 #[derive(Clone)]
@@ -43,7 +43,8 @@ impl ScriptedRunner {
 
 #[async_trait]
 impl JobRunner for ScriptedRunner {
-    async fn run(&self, _id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
+    async fn run(&self, job: &Job) -> Result<Vec<u8>, JobFailure> {
+        let input = &job.input;
         self.calls.fetch_add(1, Ordering::SeqCst);
         let step = {
             let mut script = self.script.lock().unwrap();

@@ -1,30 +1,39 @@
 //! The NATS JetStream edge: a pull-consumer [`JobSource`], a deduplicating
 //! [`Publisher`], and a key-value [`MatchStore`]. Role mode runs the same
-//! actors as standalone mode on top of these.
+//! actors as standalone mode on top of these. Payloads too large for one
+//! message travel through the object store ([`payload`]), unseen by actors.
+//!
+//! [`JobSource`]: super::JobSource
+//! [`Publisher`]: super::Publisher
+//! [`MatchStore`]: crate::actors::MatchStore
 
 mod connect;
+mod lookup;
+pub mod payload;
+mod publish;
 mod source;
 mod store;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType, Stream};
 use async_nats::jetstream::{self, kv};
-use async_trait::async_trait;
 use thiserror::Error;
 
 pub use connect::{NatsOptions, shown_url};
+pub use lookup::StoredProof;
+pub use payload::{
+    PAYLOAD_OBJECT_HEADER, PayloadConfig, PayloadError, PayloadRef, resolve_payload,
+};
+pub use publish::NatsPublisher;
 pub use source::NatsSource;
 pub use store::KvMatchStore;
 
-use super::{EdgeError, Publisher};
 use crate::backoff::Backoff;
-use crate::messages::Envelope;
-
-/// Attempts of one publish before it is reported failed (same id each time).
-const PUBLISH_ATTEMPTS: u32 = 6;
+use payload::Payloads;
 
 /// Why the NATS edge could not be set up.
 #[derive(Debug, Error)]
@@ -57,6 +66,9 @@ pub enum NatsError {
         /// The server's answer.
         reason: String,
     },
+    /// A stored payload could not be read back.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
 }
 
 /// The stream and subject naming of a deployment. Defaults match the
@@ -123,10 +135,12 @@ pub struct NatsBus {
     js: jetstream::Context,
     stream: Stream,
     topology: Topology,
+    payloads: Arc<Payloads>,
 }
 
 impl NatsBus {
     /// Connects and creates the stream if it does not exist (idempotent).
+    /// Payloads follow [`PayloadConfig::default`]; see [`NatsBus::with_payloads`].
     pub async fn connect(options: &NatsOptions, topology: Topology) -> Result<Self, NatsError> {
         let client = options.connect().await?;
         let js = jetstream::new(client);
@@ -144,11 +158,50 @@ impl NatsBus {
                 what: format!("creating stream {}", topology.stream),
                 reason: e.to_string(),
             })?;
+        let payloads = Arc::new(Payloads::new(
+            js.clone(),
+            &topology.stream,
+            PayloadConfig::default(),
+        ));
         Ok(Self {
             js,
             stream,
             topology,
+            payloads,
         })
+    }
+
+    /// This bus with `config` deciding which payloads go to the object store
+    /// (bucket `<stream>_payloads`) and how long they stay there.
+    pub fn with_payloads(mut self, config: PayloadConfig) -> Self {
+        let max_payload = self.js.client().max_payload();
+        if config.inline_limit >= max_payload {
+            tracing::warn!(
+                inline_limit = config.inline_limit,
+                max_payload,
+                "the payload inline limit is not below the server's max_payload: payloads in between will be refused; lower --inline-payload-limit (ORCHESTRATOR_INLINE_PAYLOAD_LIMIT)"
+            );
+        }
+        self.payloads = Arc::new(Payloads::new(
+            self.js.clone(),
+            &self.topology.stream,
+            config,
+        ));
+        self
+    }
+
+    /// Creates the payload bucket if it does not exist, or sets its
+    /// retention to this bus's (idempotent; the `init` role calls it).
+    /// Objects expire after the retention; a publisher creates the bucket on
+    /// its first large payload when `init` has not.
+    pub async fn ensure_payload_bucket(&self) -> Result<(), NatsError> {
+        self.payloads
+            .ensure()
+            .await
+            .map_err(|reason| NatsError::JetStream {
+                what: format!("creating payload bucket {}", self.payloads.bucket),
+                reason,
+            })
     }
 
     /// The topology this bus uses.
@@ -178,18 +231,21 @@ impl NatsBus {
             config.filter_subjects = subjects;
         }
         config.durable_name = Some(spec.name.clone());
-        let consumer: PullConsumer = self
-            .stream
-            .get_or_create_consumer(&spec.name, config)
-            .await
-            .map_err(|e| NatsError::JetStream {
-                what: format!("creating consumer {}", spec.name),
-                reason: e.to_string(),
-            })?;
+        // Create or update: a restart with a new ack wait or attempt limit
+        // must apply it to the existing durable consumer, not keep the old one.
+        let consumer: PullConsumer =
+            self.stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| NatsError::JetStream {
+                    what: format!("creating or updating consumer {}", spec.name),
+                    reason: e.to_string(),
+                })?;
         tracing::info!(consumer = %spec.name, queues = ?spec.queues, "consuming");
         Ok(NatsSource {
             consumer,
             bus: self.clone(),
+            max_deliver: spec.max_deliver,
         })
     }
 
@@ -201,7 +257,8 @@ impl NatsBus {
         }
     }
 
-    /// The last message payload published to `queue`, if any.
+    /// The last message payload published to `queue`, if any (a stored
+    /// payload is read back).
     pub async fn last_payload(&self, queue: &str) -> Result<Option<Vec<u8>>, NatsError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         match self
@@ -209,7 +266,12 @@ impl NatsBus {
             .get_last_raw_message_by_subject(&self.topology.subject(queue))
             .await
         {
-            Ok(message) => Ok(Some(message.payload.to_vec())),
+            Ok(message) => Ok(Some(
+                self.payloads
+                    .resolve(Some(&message.headers), &message.payload)
+                    .await?
+                    .into_owned(),
+            )),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(NatsError::JetStream {
                 what: format!("reading the last message of {queue}"),
@@ -241,49 +303,6 @@ impl NatsBus {
             store,
             prefix: prefix.to_owned(),
         })
-    }
-
-    async fn publish_once(&self, subject: &str, message: &Envelope) -> Result<(), String> {
-        let publish = PublishMessage::build()
-            .payload(message.payload.clone().into())
-            .message_id(&message.id);
-        let ack = self
-            .js
-            .send_publish(subject.to_owned(), publish)
-            .await
-            .map_err(|e| e.to_string())?;
-        ack.await.map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-/// Publishes to JetStream with the envelope's id as `Nats-Msg-Id`, waiting
-/// for the server's ack and retrying a failed publish with the same id.
-#[derive(Clone)]
-pub struct NatsPublisher {
-    bus: NatsBus,
-    retry: Backoff,
-}
-
-#[async_trait]
-impl Publisher for NatsPublisher {
-    async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
-        let subject = self.bus.topology.subject(queue);
-        let mut failures = 0;
-        loop {
-            let Err(reason) = self.bus.publish_once(&subject, &message).await else {
-                return Ok(());
-            };
-            failures += 1;
-            if failures >= PUBLISH_ATTEMPTS {
-                return Err(EdgeError::Publish {
-                    queue: subject,
-                    id: message.id,
-                    reason,
-                });
-            }
-            tracing::warn!(%subject, id = %message.id, %reason, attempt = failures, "publish failed; retrying with the same id");
-            tokio::time::sleep(self.retry.delay(failures)).await;
-        }
     }
 }
 

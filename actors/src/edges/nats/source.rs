@@ -1,6 +1,7 @@
-//! Consuming from JetStream: one message per pull, settled through [`NatsAck`].
+//! Consuming from JetStream: one message per pull, its payload resolved when
+//! it is a reference to a stored object, settled through [`NatsAck`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind};
@@ -8,6 +9,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::NatsBus;
+use super::payload::PayloadError;
 use crate::backoff::Backoff;
 use crate::edges::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
 use crate::messages::{DeadLetter, queues};
@@ -16,12 +18,18 @@ use crate::messages::{DeadLetter, queues};
 const PULL_EXPIRY: Duration = Duration::from_secs(10);
 /// Delay between failed pulls.
 const PULL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+/// Redelivery delay of a message whose stored payload could not be read,
+/// by attempt.
+const UNREADABLE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// A durable pull consumer that fetches one message per request, so a busy
 /// worker never holds messages another host could be proving.
 pub struct NatsSource {
     pub(super) consumer: PullConsumer,
     pub(super) bus: NatsBus,
+    /// The consumer's `max_deliver`: the last delivery of a message whose
+    /// payload cannot be read dead-letters it instead of dropping it silently.
+    pub(super) max_deliver: i64,
 }
 
 #[async_trait]
@@ -29,32 +37,22 @@ impl JobSource for NatsSource {
     async fn next(&mut self) -> Option<Delivery> {
         let mut failures = 0;
         loop {
-            let started = std::time::Instant::now();
-            let batch = self
-                .consumer
-                .batch()
-                .max_messages(1)
-                .expires(PULL_EXPIRY)
-                .messages()
-                .await;
-            let mut pulled = false;
-            match batch {
-                Ok(mut batch) => {
-                    while let Some(message) = batch.next().await {
-                        match message {
-                            Ok(message) => return Some(self.delivery(message)),
-                            Err(error) => tracing::warn!(%error, "pull request failed"),
-                        }
+            let started = Instant::now();
+            match self.pull().await {
+                Some(message) => {
+                    failures = 0;
+                    if let Some(delivery) = self.delivery(message).await {
+                        return Some(delivery);
                     }
-                    pulled = true;
+                    continue;
                 }
-                Err(error) => tracing::warn!(%error, "pulling from NATS failed; retrying"),
-            }
-            // An expired pull that got nothing is normal; anything quicker is
-            // an error, and must not become a busy loop.
-            if pulled && started.elapsed() >= PULL_EXPIRY / 2 {
-                failures = 0;
-                continue;
+                // An expired pull that got nothing is normal; anything quicker
+                // is an error, and must not become a busy loop.
+                None if started.elapsed() >= PULL_EXPIRY / 2 => {
+                    failures = 0;
+                    continue;
+                }
+                None => {}
             }
             failures += 1;
             tokio::time::sleep(PULL_BACKOFF.delay(failures)).await;
@@ -63,7 +61,34 @@ impl JobSource for NatsSource {
 }
 
 impl NatsSource {
-    fn delivery(&self, message: jetstream::Message) -> Delivery {
+    /// One pull of one message; `None` when none came (errors are logged).
+    async fn pull(&self) -> Option<jetstream::Message> {
+        let batch = self
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(PULL_EXPIRY)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "pulling from NATS failed; retrying");
+                return None;
+            }
+        };
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => return Some(message),
+                Err(error) => tracing::warn!(%error, "pull request failed"),
+            }
+        }
+        None
+    }
+
+    /// The delivery of `message`, or `None` when its stored payload cannot
+    /// be read (the message is then dead-lettered or delivered again later).
+    async fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
         let (attempt, sequence) = message.info().map_or((1, 0), |info| {
             (info.delivered.max(1) as u32, info.stream_sequence)
         });
@@ -73,20 +98,56 @@ impl NatsSource {
             .and_then(|h| h.get("Nats-Msg-Id"))
             .map_or_else(|| format!("seq-{sequence}"), |v| v.as_str().to_owned());
         let queue = self.bus.topology.queue(message.subject.as_str()).to_owned();
-        let payload = message.payload.to_vec();
-        let ack = NatsAck {
+        let stored = self
+            .bus
+            .payloads
+            .stored(message.headers.as_ref(), &message.payload)
+            .await;
+        let mut ack = NatsAck {
             message,
             bus: self.bus.clone(),
-            queue: queue.clone(),
-            id: id.clone(),
-            attempt,
-        };
-        Delivery {
             queue,
             id,
+            attempt,
+            stored: None,
+        };
+        match stored {
+            Ok(stored) => ack.stored = stored,
+            Err(error) => {
+                self.unreadable(&ack, &error).await;
+                return None;
+            }
+        }
+        let payload = ack.payload().to_vec();
+        Some(Delivery {
+            queue: ack.queue.clone(),
+            id: ack.id.clone(),
             payload,
             attempt,
             ack: Box::new(ack),
+        })
+    }
+
+    /// Settles a message whose stored payload could not be read: gone for
+    /// good (or read for the last time) goes to the dead-letter queue, a
+    /// transient failure is delivered again after a short delay.
+    async fn unreadable(&self, ack: &NatsAck, error: &PayloadError) {
+        let last = self.max_deliver > 0 && i64::from(ack.attempt) >= self.max_deliver;
+        let settled = if error.is_permanent() || last {
+            tracing::warn!(queue = %ack.queue, id = %ack.id, %error, "stored payload unreadable; dead-lettering the message");
+            let reason = if error.is_permanent() {
+                error.to_string()
+            } else {
+                format!("{error} (delivery {} of {})", ack.attempt, self.max_deliver)
+            };
+            ack.reject(&reason).await
+        } else {
+            let delay = UNREADABLE_BACKOFF.delay(ack.attempt);
+            tracing::warn!(queue = %ack.queue, id = %ack.id, %error, retry_in = ?delay, "stored payload unreadable; delivering the message again later");
+            ack.nak(delay).await
+        };
+        if let Err(error) = settled {
+            tracing::warn!(queue = %ack.queue, id = %ack.id, %error, "could not settle the message; it is redelivered after the ack wait");
         }
     }
 }
@@ -98,6 +159,8 @@ struct NatsAck {
     queue: String,
     id: String,
     attempt: u32,
+    /// The stored payload the message refers to, once read.
+    stored: Option<Vec<u8>>,
 }
 
 impl NatsAck {
@@ -105,6 +168,35 @@ impl NatsAck {
         EdgeError::Ack {
             id: self.id.clone(),
             reason: e.to_string(),
+        }
+    }
+
+    /// The payload the message stands for.
+    fn payload(&self) -> &[u8] {
+        self.stored.as_deref().unwrap_or(&self.message.payload)
+    }
+
+    /// Publishes the dead letter of this message: with its payload, or, when
+    /// that is refused as too large, with the message body as it is on the
+    /// queue (for a stored payload: its reference).
+    async fn dead_letter(&self, reason: &str) -> Result<(), EdgeError> {
+        let publisher = self.bus.publisher();
+        let letter = |reason: &str, payload: &[u8]| {
+            DeadLetter::envelope(&self.queue, &self.id, self.attempt, reason, payload)
+        };
+        let published = publisher
+            .publish(queues::DEAD_LETTER, letter(reason, self.payload()))
+            .await;
+        match published {
+            Err(error) if error.is_permanent() && self.stored.is_some() => {
+                let reason = format!(
+                    "{reason} (the payload is the stored payload's reference: the payload itself could not be dead-lettered: {error})"
+                );
+                publisher
+                    .publish(queues::DEAD_LETTER, letter(&reason, &self.message.payload))
+                    .await
+            }
+            other => other,
         }
     }
 }
@@ -130,17 +222,7 @@ impl AckHandle for NatsAck {
     }
 
     async fn reject(&self, reason: &str) -> Result<(), EdgeError> {
-        let envelope = DeadLetter::envelope(
-            &self.queue,
-            &self.id,
-            self.attempt,
-            reason,
-            &self.message.payload,
-        );
-        self.bus
-            .publisher()
-            .publish(queues::DEAD_LETTER, envelope)
-            .await?;
+        self.dead_letter(reason).await?;
         self.message
             .double_ack_with(AckKind::Term)
             .await

@@ -1,20 +1,20 @@
 //! Owns the prover workers of one host: hands each job to an idle worker,
 //! retries failed jobs, replaces workers that die.
 
+mod job;
+
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::prover_worker::{ProverWorker, RunJob};
+use self::job::{Outcome, settle};
+use super::prover_worker::ProverWorker;
 use crate::backoff::Backoff;
-use crate::edges::{AckHandle, Delivery, JobFailure, JobRunner, JobSource, Publisher};
-use serde_json::value::RawValue;
-
-use crate::messages::{BlockProof, Envelope, StepProof, queues};
+use crate::edges::{Delivery, JobRunner, JobSource, Publisher};
+use crate::shutdown::Shutdown;
 
 /// Where the output of a job from one input queue goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +34,11 @@ pub struct PoolConfig {
     /// Name of this prover group; prefixes output message ids so distinct
     /// provers' proofs of one block never deduplicate each other.
     pub name: String,
-    /// Number of workers, i.e. jobs run at once.
+    /// Number of workers, i.e. jobs run at once; ignored when `gpus` is set.
     pub workers: usize,
+    /// One worker per listed device; each worker's prover sees only its
+    /// own device, so two jobs never share a GPU.
+    pub gpus: Vec<String>,
     /// Attempts per job before it goes to the dead-letter queue.
     pub max_attempts: u32,
     /// Delay before a failed job's next attempt.
@@ -61,8 +64,12 @@ pub struct WorkerStats {
     pub proved: u64,
     /// Failed attempts that will be retried.
     pub retried: u64,
-    /// Jobs that failed their last attempt.
+    /// Jobs that failed their last attempt, or failed for good.
     pub failed: u64,
+    /// Jobs handed back to the queue because this process is stopping.
+    pub handed_back: u64,
+    /// Publishes of a proved output that failed and were retried.
+    pub publish_retries: u64,
 }
 
 /// Asks the pool for its [`WorkerStats`].
@@ -76,13 +83,6 @@ pub struct PoolStatus;
 struct Dispatch {
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
-}
-
-/// How a job ended, as the pool needs to know it.
-enum Outcome {
-    Proved,
-    Retried,
-    Failed,
 }
 
 struct Slot {
@@ -110,6 +110,7 @@ pub struct ProverPool {
     /// permit, so no job waits here (unacknowledged) for a worker that is
     /// still being replaced while another host could prove it.
     free_workers: Arc<Semaphore>,
+    shutdown: Shutdown,
 }
 
 impl ProverPool {
@@ -120,7 +121,11 @@ impl ProverPool {
         source: Box<dyn JobSource>,
         publisher: Arc<dyn Publisher>,
     ) -> Self {
-        let workers = config.workers.max(1);
+        let workers = if config.gpus.is_empty() {
+            config.workers.max(1)
+        } else {
+            config.gpus.len()
+        };
         Self {
             config: Arc::new(config),
             runner,
@@ -136,11 +141,20 @@ impl ProverPool {
             waiting: VecDeque::new(),
             stats: WorkerStats::default(),
             free_workers: Arc::new(Semaphore::new(workers)),
+            shutdown: Shutdown::new(),
         }
     }
 
+    /// Stops taking jobs and hands running ones back to their source when
+    /// `shutdown` is triggered; tracked so the process can wait for that.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
     fn spawn_worker(&mut self, slot: usize) {
-        self.slots[slot].worker = Some(ProverWorker::new(slot, self.runner.clone()).start());
+        let gpu = self.config.gpus.get(slot).cloned();
+        self.slots[slot].worker = Some(ProverWorker::new(slot, gpu, self.runner.clone()).start());
     }
 
     /// Replaces the worker of `slot` after a backoff. Its permit was taken
@@ -181,12 +195,13 @@ impl ProverPool {
             .clone()
             .expect("idle slot has a worker");
         self.slots[slot].busy = true;
-        let work = settle(
+        let work = self.shutdown.track(settle(
             worker,
             delivery,
             self.config.clone(),
             self.publisher.clone(),
-        );
+            self.shutdown.clone(),
+        ));
         ctx.spawn(
             work.into_actor(self)
                 .map(move |(outcome, retire), pool, ctx| {
@@ -197,12 +212,14 @@ impl ProverPool {
                     }
                     pool.slots[slot].busy = false;
                     match outcome {
-                        Outcome::Proved => {
+                        Outcome::Proved { publish_retries } => {
                             pool.stats.proved += 1;
+                            pool.stats.publish_retries += publish_retries;
                             pool.slots[slot].deaths = 0;
                         }
                         Outcome::Retried => pool.stats.retried += 1,
                         Outcome::Failed => pool.stats.failed += 1,
+                        Outcome::HandedBack => pool.stats.handed_back += 1,
                     }
                     if retire {
                         pool.worker_died(slot, ctx);
@@ -245,17 +262,25 @@ impl Actor for ProverPool {
         let mut source = self.source.take().expect("pool started once");
         let free_workers = self.free_workers.clone();
         let pool = ctx.address();
+        let shutdown = self.shutdown.clone();
         actix::spawn(async move {
-            loop {
-                let Ok(permit) = free_workers.clone().acquire_owned().await else {
-                    break;
-                };
-                let Some(delivery) = source.next().await else {
-                    break;
-                };
-                if pool.send(Dispatch { delivery, permit }).await.is_err() {
-                    break;
+            let feed = async {
+                loop {
+                    let Ok(permit) = free_workers.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let Some(delivery) = source.next().await else {
+                        break;
+                    };
+                    if pool.send(Dispatch { delivery, permit }).await.is_err() {
+                        break;
+                    }
                 }
+            };
+            // A stopping process takes no new job.
+            tokio::select! {
+                _ = feed => {}
+                _ = shutdown.triggered() => {}
             }
         });
         tracing::info!(pool = %self.config.name, workers = self.slots.len(), "prover pool started");
@@ -285,156 +310,4 @@ impl Handler<PoolStatus> for ProverPool {
             ..self.stats.clone()
         }
     }
-}
-
-/// Runs one delivery on `worker` and settles it at its source. Returns how it
-/// ended and whether the worker must be replaced.
-async fn settle(
-    worker: Addr<ProverWorker>,
-    delivery: Delivery,
-    config: Arc<PoolConfig>,
-    publisher: Arc<dyn Publisher>,
-) -> (Outcome, bool) {
-    let Some(route) = config.routes.iter().find(|r| r.input == delivery.queue) else {
-        let reason = format!("no route for queue {}", delivery.queue);
-        return (reject(&delivery, &reason).await, false);
-    };
-    if delivery.attempt > config.max_attempts {
-        // Only a crash of this process mid-job gets a message here: do not
-        // let a message that kills its prover's host loop forever.
-        let reason = format!(
-            "delivered {} times, more than the {} attempts allowed; earlier attempts ended without an answer",
-            delivery.attempt, config.max_attempts
-        );
-        return (reject(&delivery, &reason).await, false);
-    }
-    let started = Instant::now();
-    let run = worker.send(RunJob {
-        id: delivery.id.clone(),
-        input: delivery.payload.clone(),
-    });
-    let answer = keep_alive(run, delivery.ack.as_ref(), config.progress_interval).await;
-    let result = answer.unwrap_or(Err(JobFailure::WorkerLost));
-    let retire = result
-        .as_ref()
-        .err()
-        .is_some_and(JobFailure::needs_new_worker);
-    let result = result.and_then(|output| outputs(&config.name, &delivery, route, output));
-    let envelopes = match result {
-        Ok(envelopes) => envelopes,
-        Err(failure) => return (retry_or_reject(&delivery, &failure, &config).await, retire),
-    };
-    for envelope in envelopes {
-        if let Err(error) = publisher.publish(&route.output, envelope).await {
-            tracing::warn!(job = %delivery.id, %error, "could not publish the job's output; it will run again");
-            let _ = delivery.ack.nak(config.retry.delay(delivery.attempt)).await;
-            return (Outcome::Retried, retire);
-        }
-    }
-    if let Err(error) = delivery.ack.ack().await {
-        tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
-    }
-    tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
-    (Outcome::Proved, retire)
-}
-
-/// Awaits `work`, telling the source every `every` that the job is alive.
-async fn keep_alive<F: Future>(work: F, ack: &dyn AckHandle, every: Duration) -> F::Output {
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            output = &mut work => return output,
-            _ = ticker.tick() => {
-                if let Err(error) = ack.in_progress().await {
-                    tracing::warn!(%error, "could not send an in-progress ack");
-                }
-            }
-        }
-    }
-}
-
-/// The messages a job's output becomes: one, or one per array element, each
-/// passed on byte for byte. Outputs bound for the proof queues must have the
-/// shape the next consumer reads, or the job fails here and is retried
-/// instead of being dead-lettered downstream.
-fn outputs(
-    pool: &str,
-    delivery: &Delivery,
-    route: &Route,
-    output: Vec<u8>,
-) -> Result<Vec<Envelope>, JobFailure> {
-    let parts: Vec<Vec<u8>> = if route.multiple_output {
-        let items: Vec<&RawValue> =
-            serde_json::from_slice(&output).map_err(|e| JobFailure::InvalidOutput {
-                reason: format!(
-                    "multiple output is on for {}, so the output must be a JSON array ({e})",
-                    route.input
-                ),
-            })?;
-        items
-            .iter()
-            .map(|item| item.get().as_bytes().to_vec())
-            .collect()
-    } else {
-        vec![output]
-    };
-    for part in &parts {
-        check_shape(&route.output, part)?;
-    }
-    let single = parts.len() == 1 && !route.multiple_output;
-    Ok(parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let id = if single {
-                format!("{pool}:{}", delivery.id)
-            } else {
-                format!("{pool}:{}:{i}", delivery.id)
-            };
-            Envelope::new(id, part)
-        })
-        .collect())
-}
-
-/// Checks that `payload` is what consumers of `queue` expect, for the
-/// queues whose consumers this project knows.
-fn check_shape(queue: &str, payload: &[u8]) -> Result<(), JobFailure> {
-    let parsed = match queue {
-        queues::BLOCK_PROOFS => serde_json::from_slice::<BlockProof>(payload).map(drop),
-        queues::STEP_PROOFS => serde_json::from_slice::<StepProof>(payload).map(drop),
-        _ => return Ok(()),
-    };
-    parsed.map_err(|e| JobFailure::InvalidOutput {
-        reason: format!("not what {queue} expects ({e}); see the binary contract in README.md"),
-    })
-}
-
-async fn retry_or_reject(
-    delivery: &Delivery,
-    failure: &JobFailure,
-    config: &PoolConfig,
-) -> Outcome {
-    if delivery.attempt >= config.max_attempts {
-        let reason = format!(
-            "failed after {} attempt{}: {failure}",
-            delivery.attempt,
-            if delivery.attempt == 1 { "" } else { "s" }
-        );
-        return reject(delivery, &reason).await;
-    }
-    let delay = config.retry.delay(delivery.attempt);
-    tracing::warn!(job = %delivery.id, attempt = delivery.attempt, max_attempts = config.max_attempts, retry_in = ?delay, %failure, "job failed; retrying");
-    if let Err(error) = delivery.ack.nak(delay).await {
-        tracing::warn!(job = %delivery.id, %error, "nak failed; the source will redeliver after its ack timeout");
-    }
-    Outcome::Retried
-}
-
-async fn reject(delivery: &Delivery, reason: &str) -> Outcome {
-    tracing::error!(job = %delivery.id, queue = %delivery.queue, reason, "job failed for good; sent to the dead-letter queue");
-    if let Err(error) = delivery.ack.reject(reason).await {
-        tracing::error!(job = %delivery.id, %error, "could not dead-letter the job");
-    }
-    Outcome::Failed
 }

@@ -1,6 +1,8 @@
 //! The child-process edge: runs a prover binary for one job, following the
 //! contract `BINARY --input-path IN.json --output-path OUT.json`.
 
+mod output;
+
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -12,13 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use super::{JobFailure, JobRunner};
+use self::output::{LineTags, Pipe, Tail};
+use super::{Job, JobFailure, JobRunner};
 
-/// How much of a prover's stderr is kept for the failure message.
-const STDERR_TAIL_BYTES: usize = 2048;
+pub use output::MAX_LINE_BYTES;
+
+/// How long the pipes are still read once the prover has exited and its
+/// process group was killed: a helper that left the group may hold them open.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// Process groups of running provers, so shutdown can kill them all.
 static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
@@ -74,10 +79,10 @@ impl ProcessRunner {
         &self.binary
     }
 
-    async fn run_in(&self, dir: &Path, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
+    async fn run_in(&self, dir: &Path, job: &Job) -> Result<Vec<u8>, JobFailure> {
         let input_path = dir.join("input.json");
         let output_path = dir.join("output.json");
-        tokio::fs::write(&input_path, input)
+        tokio::fs::write(&input_path, &job.input)
             .await
             .map_err(|e| io_failure(&input_path, e))?;
 
@@ -93,6 +98,9 @@ impl ProcessRunner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(gpu) = &job.gpu {
+            command.env("CUDA_VISIBLE_DEVICES", gpu);
+        }
         // SAFETY: prctl(2) is async-signal-safe and touches no memory of the
         // parent; it makes the kernel kill the prover if the orchestrator is
         // killed outright (kill -9), when no guard gets to run.
@@ -106,18 +114,38 @@ impl ProcessRunner {
             binary: self.binary.display().to_string(),
             reason: e.to_string(),
         })?;
-        let _group = child.id().map(|pid| GroupGuard::register(pid as i32));
-        let stdout = tokio::spawn(read_tail(child.stdout.take()));
-        let stderr = tokio::spawn(read_tail(child.stderr.take()));
+        let group = child.id().map(|pid| GroupGuard::register(pid as i32));
+        let tags = LineTags {
+            job: job.id.clone(),
+            slot: job.slot,
+        };
+        let stderr_tail = Tail::default();
+        // Aborted when dropped, so a job cut short leaves no reader behind.
+        let readers = [
+            child.stdout.take().map(|pipe| {
+                tokio::spawn(output::forward(
+                    pipe,
+                    Pipe::Stdout,
+                    tags.clone(),
+                    Tail::default(),
+                ))
+            }),
+            child.stderr.take().map(|pipe| {
+                tokio::spawn(output::forward(
+                    pipe,
+                    Pipe::Stderr,
+                    tags,
+                    stderr_tail.clone(),
+                ))
+            }),
+        ];
+        let readers = AbortOnDrop(readers.into_iter().flatten().collect());
 
         let status = tokio::time::timeout(self.timeout, child.wait()).await;
         // Whatever happened, the prover's own children must not outlive it.
-        drop(_group);
-        let stderr = stderr.await.unwrap_or_default();
-        let stdout = stdout.await.unwrap_or_default();
-        if !stdout.is_empty() {
-            tracing::debug!(stdout = %stdout, "prover stdout");
-        }
+        drop(group);
+        readers.finish(PIPE_GRACE).await;
+        let stderr = stderr_tail.text();
 
         let status = match status {
             Err(_) => {
@@ -156,9 +184,9 @@ impl ProcessRunner {
 
 #[async_trait]
 impl JobRunner for ProcessRunner {
-    async fn run(&self, id: &str, input: &[u8]) -> Result<Vec<u8>, JobFailure> {
+    async fn run(&self, job: &Job) -> Result<Vec<u8>, JobFailure> {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
-        let safe_id = super::safe_name(id);
+        let safe_id = super::safe_name(&job.id);
         let dir = self
             .work_dir
             .join(format!("{safe_id}.{}.{run}", std::process::id()));
@@ -167,7 +195,32 @@ impl JobRunner for ProcessRunner {
             .map_err(|e| io_failure(&dir, e))?;
         // Removed on drop too, so a job cut short by shutdown leaves no files.
         let _cleanup = JobDir(dir.clone());
-        self.run_in(&dir, input).await
+        self.run_in(&dir, job).await
+    }
+}
+
+/// The pipe readers of one job; aborted if the job is dropped midway.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Waits up to `grace` for the readers to reach the end of their pipes,
+    /// then gives up on them (a helper that escaped the group holds them).
+    async fn finish(mut self, grace: Duration) {
+        let handles = std::mem::take(&mut self.0);
+        let abort: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+        let all = futures_util::future::join_all(handles);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(
+                "a process left by the prover still holds its output open; no longer reading it"
+            );
+            abort.iter().for_each(tokio::task::AbortHandle::abort);
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
     }
 }
 
@@ -229,30 +282,6 @@ fn kill_group(pgid: i32) {
     }
 }
 
-/// Reads a pipe to its end, keeping the last [`STDERR_TAIL_BYTES`] bytes.
-async fn read_tail(pipe: Option<impl AsyncRead + Unpin>) -> String {
-    let Some(mut pipe) = pipe else {
-        return String::new();
-    };
-    let mut tail = Vec::new();
-    let mut buf = [0u8; 4096];
-    // A grandchild that escaped the group may hold the pipe open: stop waiting.
-    let read = async {
-        while let Ok(n) = pipe.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            tail.extend_from_slice(&buf[..n]);
-            if tail.len() > STDERR_TAIL_BYTES * 2 {
-                tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-    let start = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-    String::from_utf8_lossy(&tail[start..]).trim().to_owned()
-}
-
 fn io_failure(path: &Path, e: std::io::Error) -> JobFailure {
     JobFailure::Io {
         reason: format!("{}: {e}", path.display()),
@@ -297,6 +326,15 @@ mod tests {
         ProcessRunner::new(&bin, dir.join("work"), Duration::from_millis(timeout_ms)).unwrap()
     }
 
+    fn job(input: &[u8]) -> Job {
+        Job {
+            id: "block-1".into(),
+            input: input.to_vec(),
+            slot: 0,
+            gpu: None,
+        }
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("orch-process-test-{name}-{}", std::process::id()));
@@ -309,7 +347,7 @@ mod tests {
     async fn contract_input_is_passed_byte_for_byte() {
         let dir = temp_dir("ok");
         let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
-        assert_eq!(r.run("block-1", b"23839700").await.unwrap(), b"23839700");
+        assert_eq!(r.run(&job(b"23839700")).await.unwrap(), b"23839700");
         assert!(
             std::fs::read_dir(dir.join("work"))
                 .unwrap()
@@ -323,7 +361,7 @@ mod tests {
     async fn exit_codes_signals_and_output_map_to_failures() {
         let dir = temp_dir("fail");
         let exit = runner(&dir, "echo boom >&2; exit 3", 5000)
-            .run("j", b"1")
+            .run(&job(b"1"))
             .await
             .unwrap_err();
         assert_eq!(
@@ -334,7 +372,7 @@ mod tests {
             }
         );
         let killed = runner(&dir, "kill -9 $$", 5000)
-            .run("j", b"1")
+            .run(&job(b"1"))
             .await
             .unwrap_err();
         assert!(
@@ -343,12 +381,12 @@ mod tests {
         );
         assert!(killed.needs_new_worker());
         let missing = runner(&dir, "exit 0", 5000)
-            .run("j", b"1")
+            .run(&job(b"1"))
             .await
             .unwrap_err();
         assert_eq!(missing, JobFailure::MissingOutput);
         let invalid = runner(&dir, r#"echo '{oops' > "$4""#, 5000)
-            .run("j", b"1")
+            .run(&job(b"1"))
             .await
             .unwrap_err();
         assert!(
@@ -362,7 +400,7 @@ mod tests {
         let dir = temp_dir("timeout");
         let pidfile = dir.join("grandchild.pid");
         let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let failure = runner(&dir, &body, 500).run("j", b"1").await.unwrap_err();
+        let failure = runner(&dir, &body, 500).run(&job(b"1")).await.unwrap_err();
         assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
@@ -376,6 +414,56 @@ mod tests {
             .map(|s| s.contains(") Z "))
             .unwrap_or(true);
         assert!(!alive || zombie, "grandchild {pid} outlived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_prover_logging_long_after_start_is_read_to_the_end() {
+        let dir = temp_dir("chatty");
+        // Past the old 2-second read window, on both pipes, then the output.
+        let chatter = r#"i=0; while [ $i -lt 30 ]; do echo "out $i"; echo "err $i" >&2; sleep 0.1; i=$((i+1)); done
+            echo "last words" >&2"#;
+        let r = runner(&dir, &format!(r#"{chatter}; cp "$2" "$4""#), 20_000);
+        assert_eq!(r.run(&job(b"7")).await.unwrap(), b"7");
+        let failing = runner(&dir, &format!("{chatter}; exit 1"), 20_000);
+        let JobFailure::Exit { stderr, .. } = failing.run(&job(b"7")).await.unwrap_err() else {
+            panic!("expected an exit failure");
+        };
+        assert!(stderr.ends_with("err 29\nlast words"), "{stderr}");
+    }
+
+    #[tokio::test]
+    async fn megabytes_of_output_keep_a_bounded_tail() {
+        let dir = temp_dir("flood");
+        let body = r#"head -c 20000000 /dev/zero | tr '\0' 'x'; yes progress | head -n 200000 >&2; echo done >&2; exit 1"#;
+        let failure = runner(&dir, body, 60_000)
+            .run(&job(b"1"))
+            .await
+            .unwrap_err();
+        let JobFailure::Exit { stderr, .. } = failure else {
+            panic!("expected an exit failure, got {failure:?}");
+        };
+        assert!(stderr.len() <= 2048, "tail of {} bytes", stderr.len());
+        assert!(stderr.ends_with("progress\ndone"), "{stderr}");
+    }
+
+    #[tokio::test]
+    async fn the_child_sees_only_its_gpu() {
+        let dir = temp_dir("gpu");
+        let r = runner(
+            &dir,
+            r#"printf '"%s"' "$CUDA_VISIBLE_DEVICES" > "$4""#,
+            5000,
+        );
+        let on_gpu = Job {
+            gpu: Some("3".into()),
+            ..job(b"1")
+        };
+        assert_eq!(r.run(&on_gpu).await.unwrap(), br#""3""#);
+        let inherited = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+        assert_eq!(
+            r.run(&job(b"1")).await.unwrap(),
+            format!("\"{inherited}\"").as_bytes()
+        );
     }
 
     #[test]

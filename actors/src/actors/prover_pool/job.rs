@@ -1,0 +1,234 @@
+//! The life of one job on the pool: run it on a worker, keep it alive at its
+//! source while it runs, publish its output (retrying only the publish), and
+//! settle it: ack, nak for a retry, dead-letter, or hand back at shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::value::RawValue;
+
+use super::{PoolConfig, Route};
+use crate::actors::prover_worker::{ProverWorker, RunJob};
+use crate::backoff::Backoff;
+use crate::edges::{AckHandle, Delivery, EdgeError, JobFailure, Publisher};
+use crate::messages::{BlockProof, Envelope, StepProof, queues};
+use crate::shutdown::Shutdown;
+
+/// Delays between attempts to publish an output that is already proved. The
+/// prover is never run again for a publish that failed: its output is kept
+/// and only the publish is retried, for as long as it takes.
+const PUBLISH_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+
+/// How a job ended, as the pool needs to know it.
+pub(super) enum Outcome {
+    /// Every publish of the output was tried until it was stored.
+    Proved {
+        publish_retries: u64,
+    },
+    Retried,
+    Failed,
+    HandedBack,
+}
+
+/// Runs one delivery on `worker` and settles it at its source. Returns how it
+/// ended and whether the worker must be replaced.
+pub(super) async fn settle(
+    worker: Addr<ProverWorker>,
+    delivery: Delivery,
+    config: Arc<PoolConfig>,
+    publisher: Arc<dyn Publisher>,
+    shutdown: Shutdown,
+) -> (Outcome, bool) {
+    let Some(route) = config.routes.iter().find(|r| r.input == delivery.queue) else {
+        let reason = format!("no route for queue {}", delivery.queue);
+        return (reject(&delivery, &reason).await, false);
+    };
+    if delivery.attempt > config.max_attempts {
+        // Only a crash of this process mid-job gets a message here: do not
+        // let a message that kills its prover's host loop forever.
+        let reason = format!(
+            "delivered {} times, more than the {} attempts allowed; earlier attempts ended without an answer",
+            delivery.attempt, config.max_attempts
+        );
+        return (reject(&delivery, &reason).await, false);
+    }
+    let started = Instant::now();
+    let run = worker.send(RunJob {
+        id: delivery.id.clone(),
+        input: delivery.payload.clone(),
+    });
+    let answer = tokio::select! {
+        biased;
+        _ = shutdown.triggered() => return (hand_back(&delivery).await, false),
+        answer = keep_alive(run, delivery.ack.as_ref(), config.progress_interval) => answer,
+    };
+    let result = answer.unwrap_or(Err(JobFailure::WorkerLost));
+    let retire = result
+        .as_ref()
+        .err()
+        .is_some_and(JobFailure::needs_new_worker);
+    let result = result.and_then(|output| outputs(&config.name, &delivery, route, output));
+    let envelopes = match result {
+        Ok(envelopes) => envelopes,
+        Err(failure) if failure.is_permanent() => {
+            let reason = format!("{failure}; running the prover again would not change it");
+            return (reject(&delivery, &reason).await, retire);
+        }
+        Err(failure) => return (retry_or_reject(&delivery, &failure, &config).await, retire),
+    };
+    let publishing = publish_all(publisher.as_ref(), &route.output, envelopes, &delivery.id);
+    let publish_retries =
+        match keep_alive(publishing, delivery.ack.as_ref(), config.progress_interval).await {
+            Ok(retries) => retries,
+            Err(error) => {
+                let reason = format!("the proved output can never be published: {error}");
+                return (reject(&delivery, &reason).await, retire);
+            }
+        };
+    if let Err(error) = delivery.ack.ack().await {
+        tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
+    }
+    tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
+    (Outcome::Proved { publish_retries }, retire)
+}
+
+/// Publishes every envelope, retrying each failed publish (same id, so
+/// nothing doubles) until it is stored. Only a permanent refusal ends it
+/// early. Returns how many publishes had to be retried.
+async fn publish_all(
+    publisher: &dyn Publisher,
+    queue: &str,
+    envelopes: Vec<Envelope>,
+    job: &str,
+) -> Result<u64, EdgeError> {
+    let mut retries = 0;
+    for envelope in envelopes {
+        let mut failures = 0;
+        loop {
+            match publisher.publish(queue, envelope.clone()).await {
+                Ok(()) => break,
+                Err(error) if error.is_permanent() => return Err(error),
+                Err(error) => {
+                    failures += 1;
+                    retries += 1;
+                    let delay = PUBLISH_RETRY.delay(failures);
+                    tracing::warn!(%job, %error, retry_in = ?delay, "could not publish the proved output; keeping it and retrying the publish only");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    Ok(retries)
+}
+
+/// Gives a running job back to its source for another host to start now.
+async fn hand_back(delivery: &Delivery) -> Outcome {
+    tracing::info!(job = %delivery.id, "stopping: handing the running job back to the queue");
+    if let Err(error) = delivery.ack.nak(Duration::ZERO).await {
+        tracing::warn!(job = %delivery.id, %error, "could not hand the job back; it is redelivered after the ack wait");
+    }
+    Outcome::HandedBack
+}
+
+/// Awaits `work`, telling the source every `every` that the job is alive.
+async fn keep_alive<F: Future>(work: F, ack: &dyn AckHandle, every: Duration) -> F::Output {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticker.tick() => {
+                if let Err(error) = ack.in_progress().await {
+                    tracing::warn!(%error, "could not send an in-progress ack");
+                }
+            }
+        }
+    }
+}
+
+/// The messages a job's output becomes: one, or one per array element, each
+/// passed on byte for byte. Outputs bound for the proof queues must have the
+/// shape the next consumer reads, or the job fails here, for good, instead
+/// of being dead-lettered downstream.
+fn outputs(
+    pool: &str,
+    delivery: &Delivery,
+    route: &Route,
+    output: Vec<u8>,
+) -> Result<Vec<Envelope>, JobFailure> {
+    let parts: Vec<Vec<u8>> = if route.multiple_output {
+        let items: Vec<&RawValue> =
+            serde_json::from_slice(&output).map_err(|e| JobFailure::InvalidOutput {
+                reason: format!(
+                    "multiple output is on for {}, so the output must be a JSON array ({e})",
+                    route.input
+                ),
+            })?;
+        items
+            .iter()
+            .map(|item| item.get().as_bytes().to_vec())
+            .collect()
+    } else {
+        vec![output]
+    };
+    for part in &parts {
+        check_shape(&route.output, part)?;
+    }
+    let single = parts.len() == 1 && !route.multiple_output;
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let id = if single {
+                format!("{pool}:{}", delivery.id)
+            } else {
+                format!("{pool}:{}:{i}", delivery.id)
+            };
+            Envelope::new(id, part)
+        })
+        .collect())
+}
+
+/// Checks that `payload` is what consumers of `queue` expect, for the
+/// queues whose consumers this project knows.
+fn check_shape(queue: &str, payload: &[u8]) -> Result<(), JobFailure> {
+    let parsed = match queue {
+        queues::BLOCK_PROOFS => serde_json::from_slice::<BlockProof>(payload).map(drop),
+        queues::STEP_PROOFS => serde_json::from_slice::<StepProof>(payload).map(drop),
+        _ => return Ok(()),
+    };
+    parsed.map_err(|e| JobFailure::InvalidOutput {
+        reason: format!("not what {queue} expects ({e}); see the binary contract in README.md"),
+    })
+}
+
+async fn retry_or_reject(
+    delivery: &Delivery,
+    failure: &JobFailure,
+    config: &PoolConfig,
+) -> Outcome {
+    if delivery.attempt >= config.max_attempts {
+        let reason = format!(
+            "failed after {} attempt{}: {failure}",
+            delivery.attempt,
+            if delivery.attempt == 1 { "" } else { "s" }
+        );
+        return reject(delivery, &reason).await;
+    }
+    let delay = config.retry.delay(delivery.attempt);
+    tracing::warn!(job = %delivery.id, attempt = delivery.attempt, max_attempts = config.max_attempts, retry_in = ?delay, %failure, "job failed; retrying");
+    if let Err(error) = delivery.ack.nak(delay).await {
+        tracing::warn!(job = %delivery.id, %error, "nak failed; the source will redeliver after its ack timeout");
+    }
+    Outcome::Retried
+}
+
+async fn reject(delivery: &Delivery, reason: &str) -> Outcome {
+    tracing::error!(job = %delivery.id, queue = %delivery.queue, reason, "job failed for good; sent to the dead-letter queue");
+    if let Err(error) = delivery.ack.reject(reason).await {
+        tracing::error!(job = %delivery.id, %error, "could not dead-letter the job");
+    }
+    Outcome::Failed
+}

@@ -1,0 +1,134 @@
+//! Publishing to JetStream: deduplicated by message id, retried with the same
+//! id, and with payloads over the inline limit stored as objects and sent as
+//! references (see [`super::payload`]).
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_trait::async_trait;
+
+use super::NatsBus;
+use super::payload::{PAYLOAD_OBJECT_HEADER, PayloadRef};
+use crate::backoff::Backoff;
+use crate::edges::{EdgeError, Publisher};
+use crate::messages::Envelope;
+
+/// Attempts of one publish before it is reported failed (same id each time).
+const PUBLISH_ATTEMPTS: u32 = 6;
+
+/// Publishes to JetStream with the envelope's id as `Nats-Msg-Id`, waiting
+/// for the server's ack and retrying a failed publish with the same id. A
+/// payload over the inline limit goes to the object store and a reference
+/// to it is published instead; readers on this edge resolve it.
+#[derive(Clone)]
+pub struct NatsPublisher {
+    pub(super) bus: NatsBus,
+    pub(super) retry: Backoff,
+}
+
+/// Why one try failed.
+enum Failure {
+    /// Worth another try with the same id.
+    Transient(String),
+    /// Retrying the same bytes cannot succeed.
+    Permanent(String),
+}
+
+#[async_trait]
+impl Publisher for NatsPublisher {
+    async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
+        let subject = self.bus.topology.subject(queue);
+        let queue = self.bus.topology.queue(queue).to_owned();
+        let config = &self.bus.payloads.config;
+        let size = message.payload.len();
+        if size > config.max_bytes {
+            return Err(EdgeError::Rejected {
+                queue,
+                id: message.id,
+                reason: format!(
+                    "payload of {size} bytes is over the limit of {} bytes for one message; raise --max-payload (ORCHESTRATOR_MAX_PAYLOAD) if such outputs are expected",
+                    config.max_bytes
+                ),
+            });
+        }
+        // Stored once: a failed reference publish retries only the reference.
+        let mut reference = None;
+        let mut failures = 0;
+        loop {
+            let reason = match self
+                .try_publish(&subject, &queue, &message, &mut reference)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Failure::Permanent(reason)) => {
+                    return Err(EdgeError::Rejected {
+                        queue,
+                        id: message.id,
+                        reason,
+                    });
+                }
+                Err(Failure::Transient(reason)) => reason,
+            };
+            failures += 1;
+            if failures >= PUBLISH_ATTEMPTS {
+                return Err(EdgeError::Publish {
+                    queue: subject,
+                    id: message.id,
+                    reason,
+                });
+            }
+            tracing::warn!(%subject, id = %message.id, %reason, attempt = failures, "publish failed; retrying with the same id");
+            tokio::time::sleep(self.retry.delay(failures)).await;
+        }
+    }
+}
+
+impl NatsPublisher {
+    /// One try: store the payload if it is large and not stored yet, then
+    /// publish the payload or its reference.
+    async fn try_publish(
+        &self,
+        subject: &str,
+        queue: &str,
+        message: &Envelope,
+        reference: &mut Option<PayloadRef>,
+    ) -> Result<(), Failure> {
+        let payloads = &self.bus.payloads;
+        let mut publish = PublishMessage::build().message_id(&message.id);
+        if message.payload.len() <= payloads.config.inline_limit {
+            publish = publish.payload(message.payload.clone().into());
+        } else {
+            if reference.is_none() {
+                let stored = payloads
+                    .store(queue, &message.id, &message.payload)
+                    .await
+                    .map_err(Failure::Transient)?;
+                *reference = Some(stored);
+            }
+            let stored = reference.as_ref().expect("stored above");
+            let body = serde_json::to_vec(stored).expect("a reference serializes");
+            publish = publish
+                .header(PAYLOAD_OBJECT_HEADER, stored.name.as_str())
+                .payload(body.into());
+        }
+        let ack = self
+            .bus
+            .js
+            .send_publish(subject.to_owned(), publish)
+            .await
+            .map_err(|e| {
+                if e.kind() == PublishErrorKind::MaxPayloadExceeded
+                    || e.to_string().to_lowercase().contains("maximum payload")
+                {
+                    Failure::Permanent(format!(
+                        "the server refused the message as too large ({e}): the payload inline limit of {} bytes is above the server's max_payload; lower --inline-payload-limit (ORCHESTRATOR_INLINE_PAYLOAD_LIMIT) below it so larger payloads go to the object store",
+                        payloads.config.inline_limit
+                    ))
+                } else {
+                    Failure::Transient(e.to_string())
+                }
+            })?;
+        ack.await
+            .map(|_| ())
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+}
