@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use support::events::{Event, sampled};
-use support::{STOP_TIMEOUT, eventually, process_alive, run_range};
+use support::{STOP_TIMEOUT, eventually, process_alive, prover_script, run_range};
 
 #[test]
 fn a_prover_logging_for_seconds_proves_every_block_and_its_lines_reach_the_log() {
@@ -100,5 +100,38 @@ fn helpers_of_a_prover_killed_at_the_timeout_are_gone() {
     });
     if !gone {
         run.fail(&format!("helpers {:?} outlived the job timeout", helpers.0));
+    }
+}
+
+#[test]
+fn gpus_give_each_run_one_device_and_never_two_runs_one_device() {
+    let (from, to) = (1, 6);
+    let prover = prover_script("gpu-prover.sh");
+    let mut gpu_dir = None;
+    let (run, status) = run_range("gpus", from, to, |run| {
+        let dir = run.dir().join("gpus");
+        std::fs::create_dir_all(&dir).unwrap();
+        gpu_dir = Some(dir.clone());
+        run.arg_path("--binary", &prover)
+            .args(["--gpus", "0,1"])
+            .env("GPU_DIR", &dir)
+            .env("GPU_HOLD_SECONDS", "0.5")
+    });
+    run.assert_exit_code(status, 0);
+    run.assert_outcome(&sampled(from, to, 1), "gpu-prover", &BTreeSet::new());
+    let dir = gpu_dir.expect("configured");
+    let runs = std::fs::read_to_string(dir.join("runs")).unwrap_or_default();
+    let devices: Vec<&str> = runs
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, d)| d))
+        .collect();
+    if devices.len() != 6 || devices.iter().any(|d| !matches!(*d, "[0]" | "[1]")) {
+        run.fail(&format!("expected 6 runs on device 0 or 1, got:\n{runs}"));
+    }
+    if !(devices.contains(&"[0]") && devices.contains(&"[1]")) {
+        run.fail(&format!("both devices should have been used:\n{runs}"));
+    }
+    if let Ok(overlaps) = std::fs::read_to_string(dir.join("overlaps")) {
+        run.fail(&format!("two runs shared a device:\n{overlaps}"));
     }
 }
