@@ -119,7 +119,11 @@ fn failing_blocks_are_reported(mode: &str, attempts: usize) {
     for block in from..=to {
         let recorded =
             std::fs::read_to_string(attempts_dir.join(block.to_string())).unwrap_or_default();
-        let expected = if failing.contains(&block) { attempts } else { 1 };
+        let expected = if failing.contains(&block) {
+            attempts
+        } else {
+            1
+        };
         if recorded.lines().count() != expected {
             run.fail(&format!(
                 "block {block}: {} attempts, expected {expected}",

@@ -9,30 +9,14 @@ mod support;
 use std::time::Duration;
 
 use nats_support::NatsServer;
+use nats_support::edge::source;
 use orchestrator_actors::actors::{BlockRecord, MatchStore};
-use orchestrator_actors::edges::nats::{ConsumerSpec, NatsBus, NatsOptions, NatsSource, Topology};
+use orchestrator_actors::edges::nats::{NatsBus, NatsSource};
 use orchestrator_actors::edges::{Delivery, JobSource, Publisher};
 use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
 
 async fn bus(server: &NatsServer) -> NatsBus {
-    let options = NatsOptions {
-        url: server.url(),
-        name: "edge-test".into(),
-        ..Default::default()
-    };
-    NatsBus::connect(&options, Topology::default())
-        .await
-        .expect("connect to the test server")
-}
-
-async fn source(bus: &NatsBus, name: &str, queue: &str) -> NatsSource {
-    let spec = ConsumerSpec {
-        name: name.into(),
-        queues: vec![queue.into()],
-        ack_wait: Duration::from_secs(30),
-        max_deliver: 10,
-    };
-    bus.source(&spec).await.expect("create consumer")
+    nats_support::edge::bus(server, "edge-test").await
 }
 
 async fn next(source: &mut NatsSource) -> Option<Delivery> {

@@ -14,6 +14,13 @@ pub fn block_watcher(next_block: u64) -> Role {
     Role::new("block-watcher", "block-watcher").env([("NEXT_BLOCK", next_block.to_string())])
 }
 
+/// `block-watcher` announcing exactly the blocks of `window` (which must be
+/// final already), then exiting: no later block competes for the provers.
+pub fn window_watcher(window: &std::ops::Range<u64>) -> Role {
+    let last = window.end - 1;
+    block_watcher(window.start).env([("ORCHESTRATOR_TO_BLOCK", last.to_string())])
+}
+
 /// `proof-matcher` on `block_proofs` and `blocks`, publishing `completed_proofs`.
 pub fn proof_matcher() -> Role {
     Role::new("proof-matcher", "proof-matcher").env([

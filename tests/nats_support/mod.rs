@@ -6,7 +6,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod checks;
+pub mod edge;
 pub mod layout;
+pub mod payloads;
 pub mod role;
 pub mod server;
 pub mod tap;
@@ -147,6 +149,53 @@ impl Cluster {
         Miner {
             stop,
             thread: Some(thread),
+        }
+    }
+
+    /// `orchestrator proof get --block N [--prover P]` against this cluster:
+    /// the bytes it printed, or the test fails with its error output.
+    pub fn proof_get(&self, block: u64, prover: Option<&str>) -> Vec<u8> {
+        let name = format!("proof-get-{block}-{}", prover.unwrap_or("any"));
+        let stdout_path = self.dir().join(format!("{name}.out"));
+        let stderr_path = self.dir().join(format!("{name}.err"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        command
+            .args(["proof", "get", "--block", &block.to_string()])
+            .args(prover.iter().flat_map(|p| ["--prover", p]))
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "HOME"))
+            .env("NATS_URL", self.nats.url())
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).expect("proof get stdout"))
+            .stderr(std::fs::File::create(&stderr_path).expect("proof get stderr"));
+        let mut child = command.spawn().expect("start orchestrator proof get");
+        let exited = support::eventually(Duration::from_secs(30), || {
+            child.try_wait().expect("try_wait proof get").is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.fail(&format!("`{name}` still running after 30 s"));
+        }
+        let status = child.wait().expect("wait for proof get");
+        let errors = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if !status.success() {
+            self.fail(&format!("`{name}` exited with {status}:\n{errors}"));
+        }
+        std::fs::read(&stdout_path).expect("read proof get stdout")
+    }
+
+    /// Waits until `role`'s log has a line for which `found` holds; the
+    /// test fails after [`FLOW_TIMEOUT`] (a deadlock guard) naming `what`.
+    pub fn await_log(&self, role: &RoleProcess, what: &str, found: impl Fn(&str) -> bool) {
+        let seen = || role.log_lines().iter().any(|line| found(line));
+        if !support::eventually(FLOW_TIMEOUT, seen) {
+            self.fail(&format!(
+                "timed out after {FLOW_TIMEOUT:?} waiting for {what} in the log of {}",
+                role.label()
+            ));
         }
     }
 

@@ -187,6 +187,36 @@ impl RoleProcess {
         self.start();
     }
 
+    /// The pid of the current run, while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM to the current run and returns at once (see
+    /// [`RoleProcess::wait_exit`]); nothing if it has ended.
+    pub fn sigterm(&mut self) {
+        if self.try_exit().is_none()
+            && let Some(pid) = self.pid()
+        {
+            // SAFETY: kill(2) on a child we spawned and have not reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+
+    /// Every line every run of this role logged, without colour codes.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stderr().lines().map(strip_ansi).collect()
+    }
+
+    /// How many times this role started a prover for `job`: the mock
+    /// provers print `Running prover.` first thing, logged with `job=<id>`.
+    pub fn prover_runs(&self, job: &str) -> usize {
+        self.log_lines()
+            .iter()
+            .filter(|line| line.contains("Running prover.") && log_field(line, "job") == Some(job))
+            .count()
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     fn stop(&mut self, grace: Duration) {
         if self.try_exit().is_some() {
@@ -224,4 +254,12 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// The value of field `name` (`name=value`, quotes removed) in a log line,
+/// e.g. `job` or `pipe` of a prover line.
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|token| token.strip_prefix(name)?.strip_prefix('='))
+        .map(|value| value.trim_matches('"'))
 }

@@ -2,7 +2,7 @@
 //! store dir, ready once its health endpoint says JetStream is up, killed
 //! when dropped.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -40,6 +40,10 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     dir: TempDir,
+    /// The monitoring port of the health check, kept for [`NatsServer::restart`].
+    http_port: u16,
+    /// The extra flags it was started with, kept for [`NatsServer::restart`].
+    flags: Vec<String>,
 }
 
 impl NatsServer {
@@ -57,19 +61,15 @@ impl NatsServer {
             let dir = temp_dir("nats");
             let (port, http_port) = (free_port(), free_port());
             let log = File::create(dir.path().join("nats-server.log")).expect("nats log file");
-            let child = Command::new(&bin)
-                .arg("-js")
-                .arg("-sd")
-                .arg(dir.path().join("store"))
-                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-m", &http_port.to_string()])
-                .args(flags)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
-            let mut server = NatsServer { child, port, dir };
+            let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            let child = spawn_server(&dir, port, http_port, &flags, log);
+            let mut server = NatsServer {
+                child,
+                port,
+                dir,
+                http_port,
+                flags,
+            };
             if server.wait_ready(http_port) {
                 return server;
             }
@@ -109,6 +109,66 @@ impl NatsServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default()
     }
+}
+
+impl NatsServer {
+    /// `kill -9` of the server, as a crash or a lost host: clients see the
+    /// connection drop. The store dir and the ports stay, for [`NatsServer::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again (after [`NatsServer::kill`]) on the same
+    /// ports, with the same flags and store dir, so streams, consumers and
+    /// their acknowledged state come back; waits until JetStream is ready.
+    /// Its log is appended to the first run's.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child
+                .try_wait()
+                .expect("try_wait nats-server")
+                .is_some(),
+            "nats-server is still running; kill it before restarting"
+        );
+        // The port may be held for a moment after the kill: retry a little.
+        for _ in 0..20 {
+            let log = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(self.dir.path().join("nats-server.log"))
+                .expect("nats log file");
+            self.child = spawn_server(&self.dir, self.port, self.http_port, &self.flags, log);
+            if self.wait_ready(self.http_port) {
+                return;
+            }
+            self.kill();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "nats-server did not restart on port {}:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+}
+
+/// Starts nats-server with JetStream, its store in `dir`, on `port` and
+/// monitoring `http_port`, with extra `flags`; its log goes to `log`.
+fn spawn_server(dir: &TempDir, port: u16, http_port: u16, flags: &[String], log: File) -> Child {
+    let bin = nats_server_bin();
+    Command::new(&bin)
+        .arg("-js")
+        .arg("-sd")
+        .arg(dir.path().join("store"))
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-m", &http_port.to_string()])
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()))
 }
 
 impl Drop for NatsServer {

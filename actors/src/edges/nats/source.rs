@@ -208,8 +208,10 @@ impl AckHandle for NatsAck {
     }
 
     async fn nak(&self, delay: Duration) -> Result<(), EdgeError> {
+        // Wait for the server's answer: a nak sent at shutdown must reach the
+        // server before the connection closes, or the job waits out the ack wait.
         self.message
-            .ack_with(AckKind::Nak(Some(delay)))
+            .double_ack_with(AckKind::Nak(Some(delay)))
             .await
             .map_err(|e| self.failed(e))
     }
