@@ -146,7 +146,8 @@ pub struct Flags {
     /// Multistep proving: partition, prove steps, aggregate [env: ORCHESTRATOR_MULTISTEP].
     #[arg(long, help_heading = "Prover")]
     pub multistep: bool,
-    /// Steps per block in multistep mode [env: ORCHESTRATOR_STEPS].
+    /// Steps per block with `run --multistep` (passed to the bundled mock as
+    /// MOCK_STEPS); the step collector's default group size [env: ORCHESTRATOR_STEPS].
     #[arg(long, help_heading = "Prover")]
     pub steps: Option<u64>,
     /// GPU devices, e.g. 0,1,2,3: one worker per device, each prover with
@@ -200,11 +201,13 @@ pub struct Flags {
     /// Give up a step group still incomplete after this, e.g. 30m [env: ORCHESTRATOR_GROUP_TIMEOUT].
     #[arg(long, value_name = "DURATION", help_heading = "Collector")]
     pub group_timeout: Option<String>,
-    /// Provers a block waits for, comma separated [env: ORCHESTRATOR_EXPECTED_PROVERS].
+    /// Provers whose proofs make a block count as fully proved in the
+    /// matcher's log, comma separated; every proof is published either way
+    /// [env: ORCHESTRATOR_EXPECTED_PROVERS].
     #[arg(long, help_heading = "Collector")]
     pub expected_provers: Option<String>,
 
-    /// Print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
+    /// `run` only: print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
     #[arg(long, help_heading = "Output")]
     pub json: bool,
 }

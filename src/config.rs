@@ -379,11 +379,18 @@ impl Settings {
                 );
             }
         }
-        if self.job_timeout.is_zero() {
-            bail!(
-                "invalid configuration: job_timeout is 0; expected a duration such as 30m ({})",
-                env_name("job_timeout")
-            );
+        let durations = [
+            ("job_timeout", self.job_timeout, "30m"),
+            ("poll_interval", self.poll_interval, "12s"),
+            ("group_timeout", self.group_timeout, "30m"),
+        ];
+        for (key, value, example) in durations {
+            if value.is_zero() {
+                bail!(
+                    "invalid configuration: {key} is 0; expected a duration such as {example} ({})",
+                    env_name(key)
+                );
+            }
         }
         Ok(())
     }

@@ -236,3 +236,20 @@ fn payload_settings_have_sane_defaults_and_refuse_zero() {
     let err = Settings::load(None, &zero, vec![]).unwrap_err().to_string();
     assert!(err.contains("ORCHESTRATOR_INLINE_PAYLOAD_LIMIT"), "{err}");
 }
+
+#[test]
+fn zero_durations_are_refused_with_their_variable() {
+    for (var, key) in [
+        ("ORCHESTRATOR_JOB_TIMEOUT", "job_timeout"),
+        ("ORCHESTRATOR_POLL_INTERVAL", "poll_interval"),
+        ("ORCHESTRATOR_GROUP_TIMEOUT", "group_timeout"),
+    ] {
+        let err = Settings::load(None, &env(&[(var, "0s")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{key} is 0")) && err.contains(var),
+            "{err}"
+        );
+    }
+}
