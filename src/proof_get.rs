@@ -10,7 +10,7 @@ use orchestrator_actors::messages::queues;
 
 use crate::cli::ProofGet;
 use crate::config::Settings;
-use crate::roles;
+use crate::wiring;
 
 /// Finds the proof of `get.block` on the block-proof queue (or `INPUT_QUEUE`)
 /// and writes it to stdout.
@@ -22,11 +22,11 @@ pub fn run(get: &ProofGet, s: &Settings) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let queue = s.input_queue.as_deref().unwrap_or(queues::BLOCK_PROOFS);
     let proofs = runtime.block_on(async {
-        let options = roles::nats_options(s, "proof-get")?;
+        let options = wiring::nats_options(s, "proof-get")?;
         let bus = NatsBus::connect(&options, Topology::new(&s.input_stream))
             .await
             .context("is NATS_URL / --nats right and the server up?")?
-            .with_payloads(roles::payload_config(s));
+            .with_payloads(wiring::payload_config(s));
         bus.block_proofs(queue, get.block)
             .await
             .with_context(|| format!("reading {queue} of stream {}", s.input_stream))

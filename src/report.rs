@@ -4,9 +4,8 @@
 use std::collections::BTreeSet;
 
 use actix::prelude::*;
-use orchestrator_actors::messages::{
-    CompletedProof, DeadLetter, Inbound, block_of_payload, queues,
-};
+use orchestrator_actors::actors::Inbound;
+use orchestrator_actors::messages::{CompletedProof, DeadLetter, block_of_payload, queues};
 use serde_json::json;
 
 /// Prints results and, for a range run, stops the system once every block of

@@ -5,21 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use orchestrator_actors::actors::{
-    BlockWatcher, PoolConfig, ProofMatcher, ProverPool, Route, StepCollector, WatcherConfig, pump,
+    BlockWatcher, ProofMatcher, ProverPool, Route, StepCollector, pump,
 };
-use orchestrator_actors::backoff::Backoff;
-use orchestrator_actors::edges::nats::{
-    ConsumerSpec, NatsBus, NatsOptions, PayloadConfig, Topology,
-};
+use orchestrator_actors::edges::nats::{ConsumerSpec, Topology};
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::RpcChain;
 use orchestrator_actors::edges::safe_name;
 use orchestrator_actors::messages::queues;
 use orchestrator_actors::shutdown::Shutdown;
 
-use crate::config::{Secret, Settings};
+use crate::config::Settings;
+use crate::wiring::{
+    connect, consumer_spec, matcher_bucket, pool_config, resume_point, watcher_config,
+};
 
 /// One process's job in a distributed deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +76,14 @@ impl Role {
     }
 }
 
-/// A role's resolved wiring: what it reads, where it writes, as whom.
-struct Wiring {
+/// A role's resolved queues: what it reads, where it writes, as whom.
+struct RoleQueues {
     inputs: Vec<String>,
     output: String,
     consumer: String,
 }
 
-impl Wiring {
+impl RoleQueues {
     fn new(role: Role, s: &Settings, topology: &Topology) -> Self {
         let (default_inputs, default_output) = role.default_queues();
         let inputs: Vec<String> = match &s.input_queue {
@@ -119,70 +119,6 @@ impl Wiring {
     }
 }
 
-/// A durable consumer reading `queues`. A prover pool passes its
-/// `max_attempts`: the server's limit stays above it, so the pool dead-letters
-/// a job before the server could drop it. Other consumers fail only when the
-/// infrastructure does, so their messages are redelivered without limit.
-pub fn consumer_spec(
-    name: &str,
-    queues: &[String],
-    max_attempts: Option<u32>,
-    s: &Settings,
-) -> ConsumerSpec {
-    ConsumerSpec {
-        name: name.to_owned(),
-        queues: queues.to_vec(),
-        ack_wait: s.ack_wait,
-        max_deliver: max_attempts.map_or(-1, |attempts| i64::from(attempts) + 3),
-    }
-}
-
-/// The NATS connection settings of `s`.
-pub fn nats_options(s: &Settings, name: &str) -> anyhow::Result<NatsOptions> {
-    let url = s.nats_url.clone().context(
-        "NATS_URL is not set: set it (or --nats) to the server, e.g. nats://127.0.0.1:4222",
-    )?;
-    Ok(NatsOptions {
-        url,
-        user: s.nats_user.clone(),
-        password: s.nats_password.as_ref().map(Secret::expose),
-        token: s.nats_token.as_ref().map(Secret::expose),
-        creds_file: s.nats_creds.clone(),
-        ca_file: s.nats_ca.clone(),
-        name: format!("orchestrator-{name}"),
-    })
-}
-
-/// Connects to NATS and ensures the stream, retrying until the server answers.
-pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
-    let options = nats_options(s, name)?;
-    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut failures = 0;
-    loop {
-        match NatsBus::connect(&options, Topology::new(&s.input_stream)).await {
-            Ok(bus) => return Ok(bus.with_payloads(payload_config(s))),
-            Err(error @ orchestrator_actors::edges::nats::NatsError::File { .. }) => {
-                return Err(error.into());
-            }
-            Err(error) => {
-                failures += 1;
-                let delay = backoff.delay(failures);
-                tracing::warn!(%error, retry_in = ?delay, "NATS not ready; retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// Where payloads too large for a NATS message go, from `s`.
-pub fn payload_config(s: &Settings) -> PayloadConfig {
-    PayloadConfig {
-        inline_limit: s.inline_payload_limit,
-        max_bytes: s.max_payload,
-        retention: s.payload_retention,
-    }
-}
-
 /// Starts `role`'s actors; call inside a running actix system. A prover
 /// hands its running jobs back when `shutdown` is triggered.
 pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -200,9 +136,9 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
         _ => None,
     };
     let bus = connect(&s, role.name()).await?;
-    let wiring = Wiring::new(role, &s, bus.topology());
+    let io = RoleQueues::new(role, &s, bus.topology());
     let publisher = Arc::new(bus.publisher());
-    tracing::info!(role = role.name(), inputs = ?wiring.inputs, output = %wiring.output, consumer = %wiring.consumer, "starting role");
+    tracing::info!(role = role.name(), inputs = ?io.inputs, output = %io.output, consumer = %io.consumer, "starting role");
     match role {
         Role::Init => {
             bus.match_store(&matcher_bucket(&s), "init").await?;
@@ -210,14 +146,14 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
             // Only a named consumer is worth creating ahead: a derived name
             // would belong to `init`, not to the role that will read it.
             if s.input_queue.is_some() && s.consumer_name.is_some() {
-                bus.source(&wiring.spec(role, &s)).await?;
+                bus.source(&io.spec(role, &s)).await?;
             }
             tracing::info!(stream = %s.input_stream, "stream and key-value bucket ready");
             System::current().stop_with_code(0);
         }
         Role::BlockWatcher => {
-            let from = resume_point(&bus, &wiring.output, s.next_block).await?;
-            let config = watcher_config(&s, from, &wiring.output);
+            let from = resume_point(&bus, &io.output, s.next_block).await?;
+            let config = watcher_config(&s, from, &io.output);
             let watcher =
                 BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config)
                     .start();
@@ -226,49 +162,47 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
             }
         }
         Role::Prover => {
-            let source = bus.source(&wiring.spec(role, &s)).await?;
-            let routes = wiring
+            let source = bus.source(&io.spec(role, &s)).await?;
+            let routes = io
                 .inputs
                 .iter()
                 .map(|input| Route {
                     input: input.clone(),
-                    output: wiring.output.clone(),
+                    output: io.output.clone(),
                     multiple_output: s.multiple_output,
                 })
                 .collect();
-            let pool = pool_config(&s, wiring.consumer.clone(), routes);
+            let pool = pool_config(&s, io.consumer.clone(), routes);
             let runner = Arc::new(runner.expect("checked above"));
-            ProverPool::new(pool, runner, Box::new(source), publisher)
+            let pool = ProverPool::new(pool, runner, Box::new(source), publisher)
                 .with_shutdown(shutdown)
                 .start();
+            exit_when_pool_dies(pool);
         }
         Role::ProofMatcher => {
-            let Some(blocks) = wiring.inputs.iter().find(|q| q.as_str() == queues::BLOCKS) else {
+            let Some(blocks) = io.inputs.iter().find(|q| q.as_str() == queues::BLOCKS) else {
                 bail!(
                     "invalid configuration: INPUT_QUEUE {:?} has no `blocks` queue; the proof matcher needs block_proofs,blocks",
-                    wiring.inputs
+                    io.inputs
                 );
             };
-            let store = Arc::new(
-                bus.match_store(&matcher_bucket(&s), &wiring.consumer)
-                    .await?,
-            );
+            let store = Arc::new(bus.match_store(&matcher_bucket(&s), &io.consumer).await?);
             let matcher = ProofMatcher::new(store, publisher, s.expected_provers())
-                .with_queues(blocks.clone(), wiring.output.clone())
+                .with_queues(blocks.clone(), io.output.clone())
                 .start();
             pump(
-                Box::new(bus.source(&wiring.spec(role, &s)).await?),
+                Box::new(bus.source(&io.spec(role, &s)).await?),
                 matcher.recipient(),
             );
         }
         Role::StepCollector => {
             let collector = StepCollector::new(s.num_inputs.unwrap_or(s.steps), publisher)
-                .with_output(wiring.output.clone())
+                .with_output(io.output.clone())
                 .with_keepalive(s.progress_interval)
                 .with_group_timeout(s.group_timeout)
                 .start();
             pump(
-                Box::new(bus.source(&wiring.spec(role, &s)).await?),
+                Box::new(bus.source(&io.spec(role, &s)).await?),
                 collector.recipient(),
             );
         }
@@ -276,84 +210,44 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
     Ok(())
 }
 
-/// The watcher settings of `s`, starting at `from`, announcing to `queue`.
-pub fn watcher_config(s: &Settings, from: Option<u64>, queue: &str) -> WatcherConfig {
-    WatcherConfig {
-        from,
-        to: s.to_block,
-        every: s.every,
-        poll_interval: s.poll_interval,
-        backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-        queue: queue.to_owned(),
-    }
+/// A prover role whose pool is gone holds its consumer and proves nothing.
+/// The pool never stops on its own (not even at shutdown, which stops the
+/// whole system), so a stopped pool died: exit 1 and let the supervisor
+/// (compose, systemd, Kubernetes) restart the role.
+fn exit_when_pool_dies(pool: Addr<ProverPool>) {
+    exit_when_stopped(pool, "the prover pool stopped unexpectedly", 1);
 }
 
 /// Stops the process with `code` once `actor` has stopped, so a role whose
 /// work is over (or whose actor died) does not linger doing nothing.
+///
+/// It polls: actix offers no event for "this address closed" short of a
+/// `stopped` hook in each watched actor, and half a second is nothing next to
+/// a supervisor's restart. A stop already under way with another code (a
+/// signal) keeps its code: the first code given to the system wins.
 fn exit_when_stopped<A: Actor>(actor: Addr<A>, why: &'static str, code: i32) {
     actix::spawn(async move {
         while actor.connected() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tracing::info!(code, "{why}; exiting");
+        if code == 0 {
+            tracing::info!(code, "{why}; exiting");
+        } else {
+            tracing::error!(code, "{why}; exiting");
+        }
         System::current().stop_with_code(code);
     });
-}
-
-/// The pool settings of `s` for a pool named `name`.
-pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig {
-    PoolConfig {
-        name,
-        workers: s.workers,
-        gpus: s.gpu_list(),
-        max_attempts: s.max_attempts,
-        retry: Backoff::new(
-            s.retry_delay,
-            s.retry_delay
-                .saturating_mul(32)
-                .max(Duration::from_secs(60)),
-        ),
-        restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
-        progress_interval: s.progress_interval,
-        routes,
-    }
-}
-
-/// The key-value bucket of the proof matchers of `s`'s stream.
-pub fn matcher_bucket(s: &Settings) -> String {
-    let stream = safe_name(&s.input_stream);
-    format!("{stream}_matcher")
-}
-
-/// Where a restarted watcher starts: after the last block it published, and
-/// never before `next_block`.
-pub async fn resume_point(
-    bus: &NatsBus,
-    queue: &str,
-    next_block: Option<u64>,
-) -> anyhow::Result<Option<u64>> {
-    let last = bus
-        .last_payload(queue)
-        .await?
-        .and_then(|p| serde_json::from_slice::<u64>(&p).ok());
-    if let Some(last) = last {
-        tracing::info!(last, "resuming after the last block published");
-    }
-    Ok(resume_from(next_block, last))
-}
-
-/// The first block to announce given `NEXT_BLOCK` and the last one published.
-fn resume_from(next_block: Option<u64>, last_published: Option<u64>) -> Option<u64> {
-    match (next_block, last_published) {
-        (Some(next), Some(last)) => Some(next.max(last + 1)),
-        (None, Some(last)) => Some(last + 1),
-        (next, None) => next,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use orchestrator_actors::edges::local::LocalBus;
+    use orchestrator_actors::edges::{EdgeError, Job, JobFailure, JobRunner, Publisher};
+    use orchestrator_actors::messages::Envelope;
 
     use super::*;
 
@@ -388,9 +282,9 @@ mod tests {
     }
 
     #[test]
-    fn wiring_follows_the_template_variables() {
+    fn role_queues_follow_the_template_variables() {
         let topology = Topology::default();
-        let prover = Wiring::new(Role::Prover, &settings(&[]), &topology);
+        let prover = RoleQueues::new(Role::Prover, &settings(&[]), &topology);
         assert_eq!(
             (
                 prover.inputs.as_slice(),
@@ -408,7 +302,7 @@ mod tests {
             ("INPUT_QUEUE", "modularorchestrator.block_proofs, blocks"),
             ("OUTPUT_QUEUE", "modularorchestrator.completed_proofs"),
         ];
-        let matcher = Wiring::new(Role::ProofMatcher, &settings(&env), &topology);
+        let matcher = RoleQueues::new(Role::ProofMatcher, &settings(&env), &topology);
         assert_eq!(matcher.inputs, ["block_proofs", "blocks"]);
         assert_eq!(matcher.output, "completed_proofs");
         assert_eq!(
@@ -416,7 +310,7 @@ mod tests {
             "proof-matcher-block_proofs-blocks-completed_proofs"
         );
 
-        let named = Wiring::new(
+        let named = RoleQueues::new(
             Role::Prover,
             &settings(&[("CONSUMER_NAME", "sp1.prover")]),
             &topology,
@@ -427,16 +321,75 @@ mod tests {
         );
     }
 
+    /// A future as `#[async_trait]` methods return it (this crate does not
+    /// depend on async-trait, so the fakes below spell it out).
+    type Boxed<'f, T> = Pin<Box<dyn Future<Output = T> + Send + 'f>>;
+
+    /// Proves every job at once.
+    struct Proves;
+
+    impl JobRunner for Proves {
+        fn run<'a, 'b, 'f>(&'a self, _job: &'b Job) -> Boxed<'f, Result<Vec<u8>, JobFailure>>
+        where
+            'a: 'f,
+            'b: 'f,
+            Self: 'f,
+        {
+            Box::pin(async { Ok(b"{}".to_vec()) })
+        }
+    }
+
+    /// Panics while the pool publishes a proof: a bug that kills the pool
+    /// actor itself, not one of its workers.
+    struct PanicsInPool;
+
+    impl Publisher for PanicsInPool {
+        fn publish<'a, 'b, 'f>(
+            &'a self,
+            _queue: &'b str,
+            _message: Envelope,
+        ) -> Boxed<'f, Result<(), EdgeError>>
+        where
+            'a: 'f,
+            'b: 'f,
+            Self: 'f,
+        {
+            Box::pin(async { panic!("deliberate panic in the pool (test)") })
+        }
+    }
+
     #[test]
-    fn watcher_resumes_after_the_last_published_block() {
-        assert_eq!(resume_from(Some(100), None), Some(100));
-        assert_eq!(resume_from(Some(100), Some(140)), Some(141));
+    fn a_prover_role_whose_pool_dies_exits_1() {
+        let system = System::new();
+        system.block_on(async {
+            let bus = LocalBus::new();
+            let jobs = bus.subscribe(&[queues::BLOCKS]);
+            let route = Route {
+                input: queues::BLOCKS.into(),
+                output: "out".into(),
+                multiple_output: false,
+            };
+            let config = pool_config(&settings(&[]), "test".into(), vec![route]);
+            let pool = ProverPool::new(
+                config,
+                Arc::new(Proves),
+                Box::new(jobs),
+                Arc::new(PanicsInPool),
+            )
+            .start();
+            exit_when_pool_dies(pool);
+            bus.publish(queues::BLOCKS, Envelope::block(1))
+                .await
+                .unwrap();
+            actix::spawn(async {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                System::current().stop_with_code(99);
+            });
+        });
         assert_eq!(
-            resume_from(Some(100), Some(40)),
-            Some(100),
-            "NEXT_BLOCK is a lower bound"
+            system.run_with_code().unwrap(),
+            1,
+            "99: the process outlived its pool"
         );
-        assert_eq!(resume_from(None, Some(7)), Some(8));
-        assert_eq!(resume_from(None, None), None);
     }
 }

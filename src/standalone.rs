@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use orchestrator_actors::actors::{
-    BlockWatcher, MatchStore, ProofMatcher, ProverPool, Route, StepCollector, pump,
+    BlockWatcher, ProofMatcher, ProverPool, Route, StepCollector, pump,
 };
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
+use orchestrator_actors::edges::match_store::MatchStore;
 use orchestrator_actors::edges::nats::NatsBus;
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::rpc::{RpcChain, redact};
@@ -18,7 +19,7 @@ use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
 use crate::report::Reporter;
-use crate::roles;
+use crate::wiring;
 
 /// Everything checked before any actor starts, so a bad setting is one
 /// clear error instead of a run that fails job after job.
@@ -51,7 +52,7 @@ impl Edges {
                 let name = format!("standalone-{group}");
                 let attempts = (group == "prover").then_some(s.max_attempts);
                 Box::new(
-                    bus.source(&roles::consumer_spec(&name, &queues, attempts, s))
+                    bus.source(&wiring::consumer_spec(&name, &queues, attempts, s))
                         .await?,
                 )
             }
@@ -69,7 +70,7 @@ impl Edges {
         Ok(match self {
             Edges::Local(_) => Arc::new(MemoryMatchStore::default()),
             Edges::Nats(bus) => Arc::new(
-                bus.match_store(&roles::matcher_bucket(s), "standalone")
+                bus.match_store(&wiring::matcher_bucket(s), "standalone")
                     .await?,
             ),
         })
@@ -118,7 +119,7 @@ impl Plan {
     pub async fn start(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let s = &self.settings;
         let edges = match &s.nats_url {
-            Some(_) => Edges::Nats(Box::new(roles::connect(s, "standalone").await?)),
+            Some(_) => Edges::Nats(Box::new(wiring::connect(s, "standalone").await?)),
             None => Edges::Local(LocalBus::new()),
         };
         tracing::info!(
@@ -169,7 +170,7 @@ impl Plan {
         .start();
         pump(matcher_input, matcher.recipient());
 
-        let pool = roles::pool_config(s, "standalone".into(), routes);
+        let pool = wiring::pool_config(s, "standalone".into(), routes);
         ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone())
             .with_shutdown(shutdown)
             .start();
@@ -178,11 +179,11 @@ impl Plan {
         // one stopped; a range run proves exactly its range.
         let from = match &edges {
             Edges::Nats(bus) if s.to_block.is_none() => {
-                roles::resume_point(bus, BLOCKS, s.next_block).await?
+                wiring::resume_point(bus, BLOCKS, s.next_block).await?
             }
             _ => s.next_block,
         };
-        let watcher = roles::watcher_config(s, from, BLOCKS);
+        let watcher = wiring::watcher_config(s, from, BLOCKS);
         BlockWatcher::new(Arc::new(self.chain), publisher, watcher).start();
         Ok(())
     }

@@ -6,11 +6,11 @@
 mod nats_support;
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nats_support::NatsServer;
-use nats_support::edge::source;
-use orchestrator_actors::actors::{BlockRecord, MatchStore};
+use nats_support::edge::{consumer_info, source, source_with_ack_wait};
+use orchestrator_actors::edges::match_store::{BlockRecord, MatchStore};
 use orchestrator_actors::edges::nats::{NatsBus, NatsSource};
 use orchestrator_actors::edges::{Delivery, JobSource, Publisher};
 use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
@@ -72,7 +72,10 @@ async fn nak_counts_an_attempt_and_reject_dead_letters_then_terminates() {
         .publish(queues::BLOCKS, Envelope::block(7))
         .await
         .unwrap();
-    let mut blocks = source(&bus, "prover", queues::BLOCKS).await;
+    // A short ack wait, so the test can wait past it: a message the server
+    // still considers unsettled would be delivered again by then.
+    let ack_wait = Duration::from_secs(2);
+    let mut blocks = source_with_ack_wait(&bus, "prover", queues::BLOCKS, ack_wait).await;
     let mut dead = source(&bus, "dead-reader", queues::DEAD_LETTER).await;
 
     let first = next(&mut blocks).await.expect("first delivery");
@@ -98,9 +101,40 @@ async fn nak_counts_an_attempt_and_reject_dead_letters_then_terminates() {
         ("blocks", "7", 2)
     );
     assert_eq!(letter.error, "prover exited with code 1");
+
+    // The server settles the terminated message: nothing pending, nothing
+    // waiting for an ack (the deadline is a deadlock guard).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = consumer_info(&server, "prover").await;
+        if (info.num_pending, info.num_ack_pending) == (0, 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rejected message was never settled: {} pending, {} awaiting an ack",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past the ack wait an unsettled message would be back; a terminated
+    // one never is.
+    let redelivered = tokio::time::timeout(ack_wait * 3, blocks.next()).await;
     assert!(
-        next(&mut blocks).await.is_none(),
-        "a terminated message came back"
+        redelivered.is_err(),
+        "a terminated message came back: {:?}",
+        redelivered.ok().flatten().map(|d| (d.id, d.attempt))
+    );
+    let info = consumer_info(&server, "prover").await;
+    assert_eq!(
+        (
+            info.delivered.consumer_sequence,
+            info.num_ack_pending,
+            info.num_redelivered
+        ),
+        (2, 0, 0),
+        "the consumer delivered exactly twice (first try and the nak's redelivery) and holds nothing"
     );
 }
 

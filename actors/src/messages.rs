@@ -4,11 +4,8 @@
 //! number, a block proof is `{"block","proof","prover"}`, a step proof is
 //! `{"data","task_id","group_id"}`. Extra fields a prover adds are kept.
 
-use actix::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-use crate::edges::Delivery;
 
 /// Logical queue names. Role mode maps them to subjects
 /// (`modularorchestrator.blocks`, ...); standalone mode to in-process queues.
@@ -144,11 +141,6 @@ pub fn block_of_payload(payload: &[u8]) -> Option<u64> {
     }
     serde_json::from_slice(payload).ok().as_ref().and_then(of)
 }
-
-/// A delivery from a source, handed to a consuming actor (matcher, collector).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Inbound(pub Delivery);
 
 #[cfg(test)]
 mod tests {

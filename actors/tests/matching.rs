@@ -2,16 +2,18 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::Actor;
+use async_trait::async_trait;
 use common::{assert_quiet, next_within};
 use std::collections::BTreeSet;
 
-use orchestrator_actors::actors::{BlockRecord, ProofMatcher, StepCollector, pump};
-use orchestrator_actors::edges::Publisher;
+use orchestrator_actors::actors::{ProofMatcher, StepCollector, pump};
 use orchestrator_actors::edges::local::{LocalBus, LocalSource, MemoryMatchStore};
+use orchestrator_actors::edges::match_store::BlockRecord;
+use orchestrator_actors::edges::{EdgeError, Publisher};
 use orchestrator_actors::messages::{BlockProof, CompletedProof, DeadLetter, Envelope, queues};
 use serde_json::{Value, json};
 
@@ -19,20 +21,22 @@ fn proof(block: u64, prover: &str) -> BlockProof {
     serde_json::from_value(json!({"block": block, "proof": "0xff", "prover": prover})).unwrap()
 }
 
-/// A matcher fed from the bus; returns the bus, completed proofs and dead letters.
-fn matcher() -> (LocalBus, LocalSource, LocalSource) {
+/// A matcher fed from the bus; returns the bus, completed proofs, dead
+/// letters and what the matcher published.
+fn matcher() -> (LocalBus, LocalSource, LocalSource, Arc<Recorder>) {
     let bus = LocalBus::new();
     let completed = bus.subscribe(&[queues::COMPLETED_PROOFS]);
     let dead = bus.subscribe(&[queues::DEAD_LETTER]);
-    start_matcher(&bus, Arc::new(MemoryMatchStore::default()));
-    (bus, completed, dead)
+    let sent = start_matcher(&bus, Arc::new(MemoryMatchStore::default()));
+    (bus, completed, dead, sent)
 }
 
-fn start_matcher(bus: &LocalBus, store: Arc<MemoryMatchStore>) -> actix::Addr<ProofMatcher> {
+fn start_matcher(bus: &LocalBus, store: Arc<MemoryMatchStore>) -> Arc<Recorder> {
     let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
-    let addr = ProofMatcher::new(store, Arc::new(bus.clone()), vec![]).start();
-    pump(Box::new(input), addr.clone().recipient());
-    addr
+    let sent = Recorder::of(bus, queues::COMPLETED_PROOFS);
+    let addr = ProofMatcher::new(store, sent.clone(), vec![]).start();
+    pump(Box::new(input), addr.recipient());
+    sent
 }
 
 async fn send(bus: &LocalBus, queue: &str, id: &str, payload: Value) {
@@ -119,7 +123,7 @@ async fn matcher_state_survives_a_restart() {
 
 #[actix_rt::test]
 async fn matcher_pairs_proofs_that_arrive_before_their_block() {
-    let (bus, mut completed, _dead) = matcher();
+    let (bus, mut completed, _dead, sent) = matcher();
     send(
         &bus,
         queues::BLOCK_PROOFS,
@@ -149,11 +153,12 @@ async fn matcher_pairs_proofs_that_arrive_before_their_block() {
         "the prover's extra fields are passed on"
     );
     assert_quiet(&mut completed).await;
+    assert_eq!(sent.ids(), ["completed-5-sp1"]);
 }
 
 #[actix_rt::test]
 async fn matcher_emits_each_block_and_prover_once() {
-    let (bus, mut completed, _dead) = matcher();
+    let (bus, mut completed, _dead, sent) = matcher();
     bus.publish(queues::BLOCKS, Envelope::block(7))
         .await
         .unwrap();
@@ -174,11 +179,13 @@ async fn matcher_emits_each_block_and_prover_once() {
     }
     assert_eq!(provers, ["sp1", "risc0"]);
     assert_quiet(&mut completed).await;
+    // The bus drops a repeated id: only what was sent shows a second sp1.
+    assert_eq!(sent.ids(), ["completed-7-sp1", "completed-7-risc0"]);
 }
 
 #[actix_rt::test]
 async fn matcher_dead_letters_malformed_messages_and_goes_on() {
-    let (bus, mut completed, mut dead) = matcher();
+    let (bus, mut completed, mut dead, _) = matcher();
     send(&bus, queues::BLOCK_PROOFS, "bad", json!({"proof": "0x1"})).await;
     bus.publish(queues::BLOCKS, Envelope::new("bad-block", "\"soon\""))
         .await
@@ -205,28 +212,69 @@ fn step(group: u64, task: &str) -> Value {
     json!({"data": {"block": group, "proof": "0xff", "prover": "p"}, "task_id": task, "group_id": group})
 }
 
-/// A step collector for groups of `n`; returns the bus, groups and dead letters.
-fn collector(n: usize) -> (LocalBus, LocalSource, LocalSource) {
+/// An actor's publisher: passes every publish on to the bus and keeps the
+/// id of each message it publishes to one queue, repeats included. The bus,
+/// like JetStream, drops a repeated id, so reading the bus alone would hide
+/// a proof matched or a group collected twice.
+struct Recorder {
+    bus: LocalBus,
+    queue: &'static str,
+    ids: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    /// A recorder of what is published to `queue` on `bus`.
+    fn of(bus: &LocalBus, queue: &'static str) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            bus: bus.clone(),
+            queue,
+            ids: Mutex::default(),
+        })
+    }
+
+    /// The ids published to the queue so far, in order.
+    fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Publisher for Recorder {
+    async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
+        if queue == self.queue {
+            self.ids.lock().unwrap().push(message.id.clone());
+        }
+        self.bus.publish(queue, message).await
+    }
+}
+
+/// A step collector for groups of `n`; returns the bus, groups, dead letters
+/// and what the collector published.
+fn collector(n: usize) -> (LocalBus, LocalSource, LocalSource, Arc<Recorder>) {
     collector_timeout(n, Duration::from_secs(3600))
 }
 
 /// The same, giving up groups still incomplete after `timeout`.
-fn collector_timeout(n: usize, timeout: Duration) -> (LocalBus, LocalSource, LocalSource) {
+fn collector_timeout(
+    n: usize,
+    timeout: Duration,
+) -> (LocalBus, LocalSource, LocalSource, Arc<Recorder>) {
     let bus = LocalBus::new();
     let input = bus.subscribe(&[queues::STEP_PROOFS]);
     let groups = bus.subscribe(&[queues::COLLECTED_STEP_PROOFS]);
     let dead = bus.subscribe(&[queues::DEAD_LETTER]);
-    let addr = StepCollector::new(n, Arc::new(bus.clone()))
+    let recorder = Recorder::of(&bus, queues::COLLECTED_STEP_PROOFS);
+    let addr = StepCollector::new(n, recorder.clone())
         .with_keepalive(Duration::from_millis(20))
         .with_group_timeout(timeout)
         .start();
     pump(Box::new(input), addr.recipient());
-    (bus, groups, dead)
+    (bus, groups, dead, recorder)
 }
 
 #[actix_rt::test]
 async fn collector_groups_by_group_id_and_ignores_duplicates() {
-    let (bus, mut groups, _dead) = collector(3);
+    let (bus, mut groups, _dead, published) = collector(3);
     // Two groups interleaved, with a duplicate task in each.
     let sends = [
         (1, "s0"),
@@ -255,17 +303,32 @@ async fn collector_groups_by_group_id_and_ignores_duplicates() {
         .collect();
     assert_eq!(tasks, ["s0", "s1", "s2"]);
     assert!(steps.iter().all(|s| s["group_id"] == 1));
-    assert_quiet(&mut groups).await;
 
-    send(&bus, queues::STEP_PROOFS, "late-dup", step(1, "s0")).await;
+    // Every step of group 1 again, as redeliveries would bring them: enough
+    // for a collector that reopened the group to complete it a second time.
+    for task in ["s0", "s1", "s2"] {
+        send(
+            &bus,
+            queues::STEP_PROOFS,
+            &format!("late-{task}"),
+            step(1, task),
+        )
+        .await;
+    }
+    // Steps are handled in order, so a second group-1 would come first.
     send(&bus, queues::STEP_PROOFS, "m-last", step(2, "s2")).await;
     assert_eq!(next_within(&mut groups, 5).await.id, "group-2");
+    assert_eq!(
+        published.ids(),
+        ["group-1", "group-2"],
+        "a completed group was collected again"
+    );
     assert_quiet(&mut groups).await;
 }
 
 #[actix_rt::test]
 async fn collector_dead_letters_malformed_step_proofs() {
-    let (bus, mut groups, mut dead) = collector(1);
+    let (bus, mut groups, mut dead, _) = collector(1);
     send(&bus, queues::STEP_PROOFS, "bad", json!({"task_id": "s0"})).await;
     let letter: DeadLetter =
         serde_json::from_slice(&next_within(&mut dead, 5).await.payload).unwrap();
@@ -280,7 +343,7 @@ async fn collector_dead_letters_malformed_step_proofs() {
 
 #[actix_rt::test]
 async fn collector_dead_letters_a_group_that_stays_incomplete() {
-    let (bus, mut groups, mut dead) = collector_timeout(3, Duration::from_millis(200));
+    let (bus, mut groups, mut dead, published) = collector_timeout(3, Duration::from_millis(200));
     send(&bus, queues::STEP_PROOFS, "a", step(8, "s0")).await;
     send(&bus, queues::STEP_PROOFS, "b", step(8, "s1")).await;
     for _ in 0..2 {
@@ -292,7 +355,26 @@ async fn collector_dead_letters_a_group_that_stays_incomplete() {
             letter.error
         );
     }
-    // The last step arriving late does not restart the group.
-    send(&bus, queues::STEP_PROOFS, "c", step(8, "s2")).await;
+    // The missing step arriving late, and the given-up steps redelivered,
+    // do not restart the group, although together they would complete it.
+    for (id, task) in [("c", "s2"), ("a-again", "s0"), ("b-again", "s1")] {
+        send(&bus, queues::STEP_PROOFS, id, step(8, task)).await;
+    }
+    // Steps are handled in order: a reopened group 8 would come before 9.
+    for task in ["s0", "s1", "s2"] {
+        send(
+            &bus,
+            queues::STEP_PROOFS,
+            &format!("nine-{task}"),
+            step(9, task),
+        )
+        .await;
+    }
+    assert_eq!(
+        next_within(&mut groups, 5).await.id,
+        "group-9",
+        "a given-up group was collected after all"
+    );
+    assert_eq!(published.ids(), ["group-9"]);
     assert_quiet(&mut groups).await;
 }

@@ -7,15 +7,20 @@ mod prover_worker;
 mod step_collector;
 
 pub use block_watcher::{BlockWatcher, WatcherConfig};
-pub use proof_matcher::{BlockRecord, MatchStore, ProofMatcher};
+pub use proof_matcher::ProofMatcher;
 pub use prover_pool::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 pub use prover_worker::{ProverWorker, RunJob};
 pub use step_collector::{DEFAULT_GROUP_TIMEOUT, StepCollector};
 
-use actix::Recipient;
+use actix::{Message, Recipient};
 
-use crate::edges::JobSource;
-use crate::messages::Inbound;
+use crate::edges::{Delivery, JobSource};
+
+/// A delivery from a source, handed to a consuming actor (matcher, collector,
+/// the binary's reporter) by [`pump`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound(pub Delivery);
 
 /// Forwards every delivery of `source` to `consumer`, one at a time: the next
 /// is pulled only once the consumer took the last, so a slow consumer slows

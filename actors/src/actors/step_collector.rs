@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::Inbound;
 use crate::edges::{AckHandle, Publisher};
-use crate::messages::{Envelope, Inbound, StepProof, queues};
+use crate::messages::{Envelope, StepProof, queues};
 
 /// Completed group ids remembered to ignore late duplicates.
 const DONE_WINDOW: usize = 10_000;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use super::match_store::{BlockRecord, MatchStore};
 use super::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
-use crate::actors::{BlockRecord, MatchStore};
 use crate::messages::{DeadLetter, Envelope, queues};
 
 /// How many recent ids per queue are remembered for deduplication.

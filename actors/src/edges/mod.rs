@@ -5,6 +5,7 @@
 //! swap the in-process bus for JetStream without touching an actor.
 
 pub mod local;
+pub mod match_store;
 pub mod nats;
 pub mod process;
 pub mod rpc;

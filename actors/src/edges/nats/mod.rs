@@ -5,7 +5,7 @@
 //!
 //! [`JobSource`]: super::JobSource
 //! [`Publisher`]: super::Publisher
-//! [`MatchStore`]: crate::actors::MatchStore
+//! [`MatchStore`]: super::match_store::MatchStore
 
 mod connect;
 mod lookup;

@@ -3,8 +3,8 @@
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
 
-use crate::actors::{BlockRecord, MatchStore};
 use crate::edges::EdgeError;
+use crate::edges::match_store::{BlockRecord, MatchStore};
 
 /// The matcher's records in a JetStream key-value bucket, one key per block,
 /// so a restarted or moved matcher continues where the last one stopped.
