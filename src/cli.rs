@@ -30,27 +30,413 @@ pub enum LogFormat {
     Json,
 }
 
-/// What to run.
+/// What to run. Each command takes only the flags it uses; every setting
+/// can also come from the environment or the TOML file (see README.md).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Standalone mode: watch, prove, match and print, all in this process.
-    Run(Flags),
-    /// Create the JetStream stream and key-value bucket (idempotent).
-    Init(Flags),
+    Run(RunArgs),
+    /// Create the JetStream stream and buckets (idempotent).
+    Init(InitArgs),
     /// Role: announce finalized blocks on NATS.
-    BlockWatcher(Flags),
+    BlockWatcher(WatcherArgs),
     /// Role: run a pool of prover workers on jobs from NATS.
-    Prover(Flags),
+    Prover(ProverArgs),
     /// Role: match block proofs to blocks and publish completed proofs.
-    ProofMatcher(Flags),
+    ProofMatcher(MatcherArgs),
     /// Role: group step proofs by group_id for the aggregator.
-    StepCollector(Flags),
+    StepCollector(StepCollectorArgs),
     /// Template name: block-watcher, proof-matcher or step-collector, by STRATEGY=Block|Proof|Match.
-    Collector(Flags),
+    Collector(CollectorArgs),
     /// Template name of the prover role.
-    Dispatcher(Flags),
+    Dispatcher(ProverArgs),
     /// Proofs stored on NATS.
     Proof(ProofArgs),
+}
+
+impl Command {
+    /// The flags that were given, as settings overrides.
+    pub fn overrides(&self) -> Vec<Override> {
+        let mut out = Vec::new();
+        match self {
+            Command::Run(a) => a.push(&mut out),
+            Command::Init(a) => a.push(&mut out),
+            Command::BlockWatcher(a) => a.push(&mut out),
+            Command::Prover(a) | Command::Dispatcher(a) => a.push(&mut out),
+            Command::ProofMatcher(a) => a.push(&mut out),
+            Command::StepCollector(a) => a.push(&mut out),
+            Command::Collector(a) => a.push(&mut out),
+            Command::Proof(ProofArgs {
+                action: ProofAction::Get(a),
+            }) => a.push(&mut out),
+        }
+        out
+    }
+}
+
+/// A group of flags that turns the given ones into settings overrides.
+trait Push {
+    fn push(&self, out: &mut Vec<Override>);
+}
+
+fn text(out: &mut Vec<Override>, key: &'static str, value: &Option<String>) {
+    if let Some(value) = value {
+        out.push((key, config::Value::from(value.clone())));
+    }
+}
+
+fn path(out: &mut Vec<Override>, key: &'static str, value: &Option<PathBuf>) {
+    text(out, key, &value.as_ref().map(|p| p.display().to_string()));
+}
+
+fn number(out: &mut Vec<Override>, key: &'static str, value: Option<u64>) {
+    if let Some(value) = value {
+        out.push((key, config::Value::from(value)));
+    }
+}
+
+fn switch(out: &mut Vec<Override>, key: &'static str, on: bool) {
+    if on {
+        out.push((key, config::Value::from(true)));
+    }
+}
+
+/// Which blocks to announce.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Chain")]
+pub struct ChainFlags {
+    /// Ethereum JSON-RPC endpoint [env: L1_RPC].
+    #[arg(long)]
+    pub rpc: Option<String>,
+    /// First block to prove (default: the finalized head) [env: NEXT_BLOCK].
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Last block to prove; the run exits when the range is done [env: ORCHESTRATOR_TO_BLOCK].
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Prove only blocks with `block % N == 0` [env: ORCHESTRATOR_EVERY].
+    #[arg(long, value_name = "N")]
+    pub every: Option<u64>,
+    /// Time between finalized-head polls, e.g. 12s [env: ORCHESTRATOR_POLL_INTERVAL].
+    #[arg(long, value_name = "DURATION")]
+    pub poll_interval: Option<String>,
+}
+
+impl Push for ChainFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        text(out, "l1_rpc", &self.rpc);
+        number(out, "next_block", self.from);
+        number(out, "to_block", self.to);
+        number(out, "every", self.every);
+        text(out, "poll_interval", &self.poll_interval);
+    }
+}
+
+/// How prover binaries are run.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Prover")]
+pub struct ProverFlags {
+    /// Prover binary, run as `BINARY --input-path IN --output-path OUT` [env: BINARY].
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Prover processes run at once [env: ORCHESTRATOR_WORKERS].
+    #[arg(long)]
+    pub workers: Option<u64>,
+    /// GPU devices, e.g. 0,1,2,3: one worker per device, each prover with
+    /// CUDA_VISIBLE_DEVICES set to its own [env: ORCHESTRATOR_GPUS].
+    #[arg(long, value_name = "LIST")]
+    pub gpus: Option<String>,
+    /// Attempts per job before it is reported failed [env: ORCHESTRATOR_MAX_ATTEMPTS].
+    #[arg(long)]
+    pub max_attempts: Option<u64>,
+    /// Kill a prover run after this long, e.g. 30m [env: ORCHESTRATOR_JOB_TIMEOUT].
+    #[arg(long, value_name = "DURATION")]
+    pub job_timeout: Option<String>,
+    /// First retry delay of a failed job; doubles each time [env: ORCHESTRATOR_RETRY_DELAY].
+    #[arg(long, value_name = "DURATION")]
+    pub retry_delay: Option<String>,
+    /// Directory for job input and output files [env: ORCHESTRATOR_WORK_DIR].
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Push for ProverFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        path(out, "binary", &self.binary);
+        number(out, "workers", self.workers);
+        text(out, "gpus", &self.gpus);
+        number(out, "max_attempts", self.max_attempts);
+        text(out, "job_timeout", &self.job_timeout);
+        text(out, "retry_delay", &self.retry_delay);
+        path(out, "work_dir", &self.work_dir);
+    }
+}
+
+/// How to reach NATS and how messages travel on it.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "NATS")]
+pub struct NatsFlags {
+    /// NATS server URL [env: NATS_URL].
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// NATS credentials file [env: NATS_CREDS]; user, password and token only by env or file.
+    #[arg(long)]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificate for the NATS server's TLS [env: NATS_CA].
+    #[arg(long)]
+    pub nats_ca: Option<PathBuf>,
+    /// JetStream stream [env: INPUT_STREAM, OUTPUT_STREAM].
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Time NATS waits for an ack before redelivering, e.g. 30s [env: ORCHESTRATOR_ACK_WAIT].
+    #[arg(long, value_name = "DURATION")]
+    pub ack_wait: Option<String>,
+    /// How often a running job is reported alive; below the ack wait [env: ORCHESTRATOR_PROGRESS_INTERVAL].
+    #[arg(long, value_name = "DURATION")]
+    pub progress_interval: Option<String>,
+    /// Messages over this many bytes go through the object store [env: ORCHESTRATOR_INLINE_PAYLOAD_LIMIT].
+    #[arg(long, value_name = "BYTES")]
+    pub inline_payload_limit: Option<u64>,
+    /// How long payloads in the object store are kept, e.g. 7d [env: ORCHESTRATOR_PAYLOAD_RETENTION].
+    #[arg(long, value_name = "DURATION")]
+    pub payload_retention: Option<String>,
+    /// Largest output in bytes; larger ones are dead-lettered at once [env: ORCHESTRATOR_MAX_PAYLOAD].
+    #[arg(long, value_name = "BYTES")]
+    pub max_payload: Option<u64>,
+}
+
+impl Push for NatsFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        text(out, "nats_url", &self.nats);
+        path(out, "nats_creds", &self.nats_creds);
+        path(out, "nats_ca", &self.nats_ca);
+        text(out, "input_stream", &self.stream);
+        text(out, "output_stream", &self.stream);
+        text(out, "ack_wait", &self.ack_wait);
+        text(out, "progress_interval", &self.progress_interval);
+        number(out, "inline_payload_limit", self.inline_payload_limit);
+        text(out, "payload_retention", &self.payload_retention);
+        number(out, "max_payload", self.max_payload);
+    }
+}
+
+/// Which queues a role reads and writes, and as whom.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Queues")]
+pub struct QueueFlags {
+    /// Queues to consume, comma separated [env: INPUT_QUEUE].
+    #[arg(long)]
+    pub input_queue: Option<String>,
+    /// Queue to publish to [env: OUTPUT_QUEUE].
+    #[arg(long)]
+    pub output_queue: Option<String>,
+    /// Durable consumer name: same name splits work, distinct names fan out [env: CONSUMER_NAME].
+    #[arg(long)]
+    pub consumer_name: Option<String>,
+}
+
+impl Push for QueueFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        text(out, "input_queue", &self.input_queue);
+        text(out, "output_queue", &self.output_queue);
+        text(out, "consumer_name", &self.consumer_name);
+    }
+}
+
+/// How step proofs are grouped (multistep proving).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Steps")]
+pub struct StepFlags {
+    /// Steps per block: with `run --multistep` passed to the bundled mock
+    /// as MOCK_STEPS; the step collector's group size unless NUM_INPUTS is
+    /// set [env: ORCHESTRATOR_STEPS].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Give up a step group still incomplete after this, e.g. 30m [env: ORCHESTRATOR_GROUP_TIMEOUT].
+    #[arg(long, value_name = "DURATION")]
+    pub group_timeout: Option<String>,
+}
+
+impl Push for StepFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        number(out, "steps", self.steps);
+        text(out, "group_timeout", &self.group_timeout);
+    }
+}
+
+/// What the proof matcher logs.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Matching")]
+pub struct MatchFlags {
+    /// Provers whose proofs make a block count as fully proved in the
+    /// matcher's log, comma separated; every proof is published either way
+    /// [env: ORCHESTRATOR_EXPECTED_PROVERS].
+    #[arg(long)]
+    pub expected_provers: Option<String>,
+}
+
+impl Push for MatchFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        text(out, "expected_provers", &self.expected_provers);
+    }
+}
+
+/// `orchestrator run`.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub chain: ChainFlags,
+    #[command(flatten)]
+    pub prover: ProverFlags,
+    /// Multistep proving: partition, prove steps, aggregate [env: ORCHESTRATOR_MULTISTEP].
+    #[arg(long, help_heading = "Steps")]
+    pub multistep: bool,
+    #[command(flatten)]
+    pub steps: StepFlags,
+    #[command(flatten)]
+    pub matching: MatchFlags,
+    // With --nats, the run's queues live on JetStream instead of in this process.
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    /// Print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+}
+
+impl Push for RunArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.chain.push(out);
+        self.prover.push(out);
+        switch(out, "multistep", self.multistep);
+        self.steps.push(out);
+        self.matching.push(out);
+        self.nats.push(out);
+        switch(out, "json", self.json);
+    }
+}
+
+/// `orchestrator init`: a named consumer given with its queues is created too.
+#[derive(Debug, Default, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    #[command(flatten)]
+    pub queues: QueueFlags,
+}
+
+impl Push for InitArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.nats.push(out);
+        self.queues.push(out);
+    }
+}
+
+/// `orchestrator block-watcher`.
+#[derive(Debug, Default, Args)]
+pub struct WatcherArgs {
+    #[command(flatten)]
+    pub chain: ChainFlags,
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    #[command(flatten)]
+    pub queues: QueueFlags,
+}
+
+impl Push for WatcherArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.chain.push(out);
+        self.nats.push(out);
+        self.queues.push(out);
+    }
+}
+
+/// `orchestrator prover` (the template's `dispatcher`).
+#[derive(Debug, Default, Args)]
+pub struct ProverArgs {
+    #[command(flatten)]
+    pub prover: ProverFlags,
+    /// The output is a JSON array; publish each element [env: MULTIPLE_OUTPUT].
+    #[arg(long, help_heading = "Prover")]
+    pub multiple_output: bool,
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    #[command(flatten)]
+    pub queues: QueueFlags,
+}
+
+impl Push for ProverArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.prover.push(out);
+        switch(out, "multiple_output", self.multiple_output);
+        self.nats.push(out);
+        self.queues.push(out);
+    }
+}
+
+/// `orchestrator proof-matcher`.
+#[derive(Debug, Default, Args)]
+pub struct MatcherArgs {
+    #[command(flatten)]
+    pub matching: MatchFlags,
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    #[command(flatten)]
+    pub queues: QueueFlags,
+}
+
+impl Push for MatcherArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.matching.push(out);
+        self.nats.push(out);
+        self.queues.push(out);
+    }
+}
+
+/// `orchestrator step-collector`.
+#[derive(Debug, Default, Args)]
+pub struct StepCollectorArgs {
+    /// Step proofs per group [env: NUM_INPUTS].
+    #[arg(long, help_heading = "Steps")]
+    pub num_inputs: Option<u64>,
+    #[command(flatten)]
+    pub steps: StepFlags,
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    #[command(flatten)]
+    pub queues: QueueFlags,
+}
+
+impl Push for StepCollectorArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        number(out, "num_inputs", self.num_inputs);
+        self.steps.push(out);
+        self.nats.push(out);
+        self.queues.push(out);
+    }
+}
+
+/// The template's `collector`: whichever role STRATEGY names, so it takes
+/// the flags of all three.
+#[derive(Debug, Default, Args)]
+pub struct CollectorArgs {
+    /// Collector strategy: Block, Proof or Match [env: STRATEGY].
+    #[arg(long)]
+    pub strategy: Option<String>,
+    #[command(flatten)]
+    pub chain: ChainFlags,
+    #[command(flatten)]
+    pub matching: MatchFlags,
+    #[command(flatten)]
+    pub collector: StepCollectorArgs,
+}
+
+impl Push for CollectorArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        text(out, "strategy", &self.strategy);
+        self.chain.push(out);
+        self.matching.push(out);
+        self.collector.push(out);
+    }
 }
 
 /// `orchestrator proof ...`.
@@ -79,192 +465,109 @@ pub struct ProofGet {
     #[arg(long)]
     pub prover: Option<String>,
     #[command(flatten)]
-    pub flags: Flags,
+    pub nats: NatsFlags,
+    /// The queue holding block proofs (default block_proofs) [env: INPUT_QUEUE].
+    #[arg(long, help_heading = "Queues")]
+    pub input_queue: Option<String>,
 }
 
-impl Command {
-    /// The flags of whichever command was given.
-    pub fn flags(&self) -> &Flags {
-        match self {
-            Command::Run(f)
-            | Command::Init(f)
-            | Command::BlockWatcher(f)
-            | Command::Prover(f)
-            | Command::ProofMatcher(f)
-            | Command::StepCollector(f)
-            | Command::Collector(f)
-            | Command::Dispatcher(f) => f,
-            Command::Proof(ProofArgs {
-                action: ProofAction::Get(get),
-            }) => &get.flags,
-        }
+impl Push for ProofGet {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.nats.push(out);
+        text(out, "input_queue", &self.input_queue);
     }
 }
 
-/// Flags shared by every command; each also has a TOML key and an
-/// environment variable (see README.md). A command ignores the flags it has
-/// no use for.
-#[derive(Debug, Default, Args)]
-pub struct Flags {
-    /// Ethereum JSON-RPC endpoint [env: L1_RPC].
-    #[arg(long, help_heading = "Chain")]
-    pub rpc: Option<String>,
-    /// First block to prove (default: the finalized head) [env: NEXT_BLOCK].
-    #[arg(long, help_heading = "Chain")]
-    pub from: Option<u64>,
-    /// Last block to prove; the run exits when the range is done [env: ORCHESTRATOR_TO_BLOCK].
-    #[arg(long, help_heading = "Chain")]
-    pub to: Option<u64>,
-    /// Prove only blocks with `block % N == 0` [env: ORCHESTRATOR_EVERY].
-    #[arg(long, value_name = "N", help_heading = "Chain")]
-    pub every: Option<u64>,
-    /// Time between finalized-head polls, e.g. 12s [env: ORCHESTRATOR_POLL_INTERVAL].
-    #[arg(long, value_name = "DURATION", help_heading = "Chain")]
-    pub poll_interval: Option<String>,
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
 
-    /// Prover binary, run as `BINARY --input-path IN --output-path OUT` [env: BINARY].
-    #[arg(long, help_heading = "Prover")]
-    pub binary: Option<PathBuf>,
-    /// Prover processes run at once [env: ORCHESTRATOR_WORKERS].
-    #[arg(long, help_heading = "Prover")]
-    pub workers: Option<u64>,
-    /// Attempts per job before it is reported failed [env: ORCHESTRATOR_MAX_ATTEMPTS].
-    #[arg(long, help_heading = "Prover")]
-    pub max_attempts: Option<u64>,
-    /// Kill a prover run after this long, e.g. 30m [env: ORCHESTRATOR_JOB_TIMEOUT].
-    #[arg(long, value_name = "DURATION", help_heading = "Prover")]
-    pub job_timeout: Option<String>,
-    /// First retry delay of a failed job; doubles each time [env: ORCHESTRATOR_RETRY_DELAY].
-    #[arg(long, value_name = "DURATION", help_heading = "Prover")]
-    pub retry_delay: Option<String>,
-    /// Directory for job input and output files [env: ORCHESTRATOR_WORK_DIR].
-    #[arg(long, help_heading = "Prover")]
-    pub work_dir: Option<PathBuf>,
-    /// The output is a JSON array; publish each element [env: MULTIPLE_OUTPUT].
-    #[arg(long, help_heading = "Prover")]
-    pub multiple_output: bool,
-    /// Multistep proving: partition, prove steps, aggregate [env: ORCHESTRATOR_MULTISTEP].
-    #[arg(long, help_heading = "Prover")]
-    pub multistep: bool,
-    /// Steps per block with `run --multistep` (passed to the bundled mock as
-    /// MOCK_STEPS); the step collector's default group size [env: ORCHESTRATOR_STEPS].
-    #[arg(long, help_heading = "Prover")]
-    pub steps: Option<u64>,
-    /// GPU devices, e.g. 0,1,2,3: one worker per device, each prover with
-    /// CUDA_VISIBLE_DEVICES set to its own [env: ORCHESTRATOR_GPUS].
-    #[arg(long, value_name = "LIST", help_heading = "Prover")]
-    pub gpus: Option<String>,
+    use super::*;
 
-    /// NATS server URL; roles need it, `run` puts NATS at its edges with it [env: NATS_URL].
-    #[arg(long, help_heading = "NATS")]
-    pub nats: Option<String>,
-    /// NATS credentials file [env: NATS_CREDS]; user, password and token only by env or file.
-    #[arg(long, help_heading = "NATS")]
-    pub nats_creds: Option<PathBuf>,
-    /// CA certificate for the NATS server's TLS [env: NATS_CA].
-    #[arg(long, help_heading = "NATS")]
-    pub nats_ca: Option<PathBuf>,
-    /// JetStream stream [env: INPUT_STREAM, OUTPUT_STREAM].
-    #[arg(long, help_heading = "NATS")]
-    pub stream: Option<String>,
-    /// Queues to consume, comma separated [env: INPUT_QUEUE].
-    #[arg(long, help_heading = "NATS")]
-    pub input_queue: Option<String>,
-    /// Queue to publish to [env: OUTPUT_QUEUE].
-    #[arg(long, help_heading = "NATS")]
-    pub output_queue: Option<String>,
-    /// Durable consumer name: same name splits work, distinct names fan out [env: CONSUMER_NAME].
-    #[arg(long, help_heading = "NATS")]
-    pub consumer_name: Option<String>,
-    /// Time NATS waits for an ack before redelivering, e.g. 30s [env: ORCHESTRATOR_ACK_WAIT].
-    #[arg(long, value_name = "DURATION", help_heading = "NATS")]
-    pub ack_wait: Option<String>,
-    /// How often a running job is reported alive; below the ack wait [env: ORCHESTRATOR_PROGRESS_INTERVAL].
-    #[arg(long, value_name = "DURATION", help_heading = "NATS")]
-    pub progress_interval: Option<String>,
-    /// Messages over this many bytes go through the object store [env: ORCHESTRATOR_INLINE_PAYLOAD_LIMIT].
-    #[arg(long, value_name = "BYTES", help_heading = "NATS")]
-    pub inline_payload_limit: Option<u64>,
-    /// How long payloads in the object store are kept, e.g. 7d [env: ORCHESTRATOR_PAYLOAD_RETENTION].
-    #[arg(long, value_name = "DURATION", help_heading = "NATS")]
-    pub payload_retention: Option<String>,
-    /// Largest output in bytes; larger ones are dead-lettered at once [env: ORCHESTRATOR_MAX_PAYLOAD].
-    #[arg(long, value_name = "BYTES", help_heading = "NATS")]
-    pub max_payload: Option<u64>,
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 
-    /// Collector strategy: Block, Proof or Match [env: STRATEGY].
-    #[arg(long, help_heading = "Collector")]
-    pub strategy: Option<String>,
-    /// Step proofs per group (Match strategy) [env: NUM_INPUTS].
-    #[arg(long, help_heading = "Collector")]
-    pub num_inputs: Option<u64>,
-    /// Give up a step group still incomplete after this, e.g. 30m [env: ORCHESTRATOR_GROUP_TIMEOUT].
-    #[arg(long, value_name = "DURATION", help_heading = "Collector")]
-    pub group_timeout: Option<String>,
-    /// Provers whose proofs make a block count as fully proved in the
-    /// matcher's log, comma separated; every proof is published either way
-    /// [env: ORCHESTRATOR_EXPECTED_PROVERS].
-    #[arg(long, help_heading = "Collector")]
-    pub expected_provers: Option<String>,
-
-    /// `run` only: print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
-    #[arg(long, help_heading = "Output")]
-    pub json: bool,
-}
-
-impl Flags {
-    /// The flags that were given, as settings overrides.
-    pub fn overrides(&self) -> Vec<Override> {
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let text = [
-            ("l1_rpc", self.rpc.clone()),
-            ("binary", path(&self.binary)),
-            ("job_timeout", self.job_timeout.clone()),
-            ("poll_interval", self.poll_interval.clone()),
-            ("retry_delay", self.retry_delay.clone()),
-            ("work_dir", path(&self.work_dir)),
-            ("nats_url", self.nats.clone()),
-            ("nats_creds", path(&self.nats_creds)),
-            ("nats_ca", path(&self.nats_ca)),
-            ("input_stream", self.stream.clone()),
-            ("output_stream", self.stream.clone()),
-            ("input_queue", self.input_queue.clone()),
-            ("output_queue", self.output_queue.clone()),
-            ("consumer_name", self.consumer_name.clone()),
-            ("strategy", self.strategy.clone()),
-            ("expected_provers", self.expected_provers.clone()),
-            ("group_timeout", self.group_timeout.clone()),
-            ("gpus", self.gpus.clone()),
-            ("ack_wait", self.ack_wait.clone()),
-            ("progress_interval", self.progress_interval.clone()),
-            ("payload_retention", self.payload_retention.clone()),
-        ];
-        let numbers = [
-            ("workers", self.workers),
-            ("next_block", self.from),
-            ("to_block", self.to),
-            ("every", self.every),
-            ("max_attempts", self.max_attempts),
-            ("steps", self.steps),
-            ("num_inputs", self.num_inputs),
-            ("inline_payload_limit", self.inline_payload_limit),
-            ("max_payload", self.max_payload),
-        ];
-        let switches = [
-            ("multistep", self.multistep),
-            ("json", self.json),
-            ("multiple_output", self.multiple_output),
-        ];
-        let text = text
+    fn keys(args: &[&str]) -> Result<Vec<&'static str>, clap::Error> {
+        let cli = Cli::try_parse_from(args)?;
+        Ok(cli
+            .command
+            .overrides()
             .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, config::Value::from(v))));
-        let numbers = numbers
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, config::Value::from(v))));
-        let switches = switches
-            .into_iter()
-            .filter(|(_, on)| *on)
-            .map(|(k, _)| (k, config::Value::from(true)));
-        text.chain(numbers).chain(switches).collect()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    #[test]
+    fn each_command_takes_only_its_flags() {
+        for refused in [
+            &["orchestrator", "prover", "--from", "5"][..],
+            &["orchestrator", "proof-matcher", "--binary", "/x"],
+            &["orchestrator", "block-watcher", "--workers", "2"],
+            &["orchestrator", "init", "--json"],
+            &["orchestrator", "run", "--consumer-name", "x"],
+            &["orchestrator", "step-collector", "--rpc", "http://x"],
+        ] {
+            let err = keys(refused).expect_err(&refused.join(" "));
+            assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument, "{err}");
+        }
+    }
+
+    #[test]
+    fn given_flags_become_their_settings() {
+        let run = keys(&[
+            "orchestrator",
+            "run",
+            "--from",
+            "5",
+            "--to",
+            "9",
+            "--gpus",
+            "0,1",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(run, ["next_block", "to_block", "gpus", "json"]);
+        let prover = keys(&[
+            "orchestrator",
+            "dispatcher",
+            "--multiple-output",
+            "--stream",
+            "s",
+            "--consumer-name",
+            "sp1",
+        ])
+        .unwrap();
+        assert_eq!(
+            prover,
+            [
+                "multiple_output",
+                "input_stream",
+                "output_stream",
+                "consumer_name"
+            ]
+        );
+        let collector = keys(&[
+            "orchestrator",
+            "collector",
+            "--strategy",
+            "Match",
+            "--num-inputs",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(collector, ["strategy", "num_inputs"]);
+        let get = keys(&[
+            "orchestrator",
+            "proof",
+            "get",
+            "--block",
+            "7",
+            "--nats",
+            "nats://h:4222",
+        ])
+        .unwrap();
+        assert_eq!(get, ["nats_url"]);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use config::{Config, Environment, File};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The public endpoint used when no `L1_RPC` is given.
@@ -103,9 +104,9 @@ pub struct Settings {
     /// NATS user name (with `nats_password`).
     pub nats_user: Option<String>,
     /// NATS password.
-    pub nats_password: Option<Secret>,
+    pub nats_password: Option<SecretString>,
     /// NATS authentication token.
-    pub nats_token: Option<Secret>,
+    pub nats_token: Option<SecretString>,
     /// NATS credentials file (JWT + NKey).
     pub nats_creds: Option<PathBuf>,
     /// CA certificate that signs the NATS server's TLS certificate.
@@ -211,25 +212,6 @@ impl Default for Settings {
             payload_retention: Duration::from_secs(7 * 24 * 3600),
             max_payload: 64 * 1024 * 1024,
         }
-    }
-}
-
-/// A secret setting (password, token): readable by the code that needs it,
-/// shown as `<redacted>` by `Debug`, so no log or panic message prints it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that hands it to a client.
-    pub fn expose(&self) -> String {
-        self.0.clone()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 

@@ -7,6 +7,7 @@ mod proof_get;
 mod report;
 mod roles;
 mod standalone;
+mod wiring;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,9 +28,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    // Running provers die with the actor system: dropping a job's future
+    // kills its process group (and the kernel kills them if we are killed).
     let result = start(&cli);
-    // Whatever ended the run, no prover may outlive it.
-    orchestrator_actors::edges::process::kill_all_provers();
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
@@ -41,8 +42,7 @@ fn main() -> ExitCode {
 
 fn start(cli: &Cli) -> anyhow::Result<i32> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let settings =
-        config::Settings::load(cli.config.as_ref(), &env, cli.command.flags().overrides())?;
+    let settings = config::Settings::load(cli.config.as_ref(), &env, cli.command.overrides())?;
     let role = match &cli.command {
         Command::Run(_) => {
             let plan = standalone::Plan::new(settings)?;

@@ -1,5 +1,5 @@
 //! The parts of the simulated proving work that make a mock look like a real
-//! zkVM prover to the orchestrator (DESIGN.md §10): progress lines on both
+//! zkVM prover to the orchestrator: progress lines on both
 //! pipes for the whole prove time, and helper child processes (real provers
 //! start GPU and witness helpers) that outlive the prover when it is killed,
 //! so the orchestrator's process-group kill has something to take.

@@ -1,5 +1,7 @@
 //! Settings layering and validation, with the template's own environments.
 
+use secrecy::ExposeSecret;
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -150,10 +152,17 @@ fn secrets_do_not_show_in_debug_output() {
         !shown.contains("hunter2") && !shown.contains("t0ken"),
         "{shown}"
     );
-    assert_eq!(
-        s.nats_password.map(|p| p.expose()).as_deref(),
-        Some("hunter2")
-    );
+    let password = s.nats_password.as_ref().map(|p| p.expose_secret());
+    assert_eq!(password, Some("hunter2"));
+    // A numeric password is still a password, not a number.
+    let digits = Settings::load(
+        None,
+        &env(&[("NATS_USER", "u"), ("NATS_PASSWORD", "12345")]),
+        vec![],
+    )
+    .unwrap();
+    let password = digits.nats_password.as_ref().map(|p| p.expose_secret());
+    assert_eq!(password, Some("12345"));
 }
 
 #[test]

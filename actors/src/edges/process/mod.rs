@@ -3,12 +3,10 @@
 
 mod output;
 
-use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,9 +22,6 @@ pub use output::MAX_LINE_BYTES;
 /// How long the pipes are still read once the prover has exited and its
 /// process group was killed: a helper that left the group may hold them open.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
-
-/// Process groups of running provers, so shutdown can kill them all.
-static LIVE_GROUPS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
 /// Why a prover binary cannot be used at all. Reported once, at start.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -114,7 +109,7 @@ impl ProcessRunner {
             binary: self.binary.display().to_string(),
             reason: e.to_string(),
         })?;
-        let group = child.id().map(|pid| GroupGuard::register(pid as i32));
+        let group = child.id().map(|pid| GroupGuard(pid as i32));
         let tags = LineTags {
             job: job.id.clone(),
             slot: job.slot,
@@ -235,42 +230,13 @@ impl Drop for JobDir {
     }
 }
 
-/// Kills every prover process group still running. Called at shutdown, after
-/// the actors stopped, so nothing a prover started outlives the orchestrator.
-pub fn kill_all_provers() {
-    let groups: Vec<i32> = LIVE_GROUPS
-        .lock()
-        .expect("group lock")
-        .iter()
-        .flatten()
-        .copied()
-        .collect();
-    for pgid in groups {
-        kill_group(pgid);
-    }
-}
-
 /// Kills a prover's process group when dropped: on exit, timeout, or when the
 /// job's future is dropped at shutdown.
 struct GroupGuard(i32);
 
-impl GroupGuard {
-    fn register(pgid: i32) -> Self {
-        LIVE_GROUPS
-            .lock()
-            .expect("group lock")
-            .get_or_insert_with(HashSet::new)
-            .insert(pgid);
-        Self(pgid)
-    }
-}
-
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.0);
-        if let Some(groups) = LIVE_GROUPS.lock().expect("group lock").as_mut() {
-            groups.remove(&self.0);
-        }
     }
 }
 
@@ -291,14 +257,11 @@ fn io_failure(path: &Path, e: std::io::Error) -> JobFailure {
 /// Finds `binary` as a path or on `PATH`, and checks it can be executed.
 fn resolve_binary(binary: &Path) -> Result<PathBuf, BinaryError> {
     let shown = binary.display().to_string();
+    // A bare name is looked up on PATH as exec would (executables only).
     let candidate = if binary.components().count() > 1 || binary.is_absolute() {
         Some(binary.to_path_buf())
     } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(binary))
-                .find(|p| p.is_file())
-        })
+        which::which(binary).ok()
     };
     let path = candidate
         .filter(|p| p.is_file())
