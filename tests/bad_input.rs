@@ -10,11 +10,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use support::events::sampled;
 use support::node::free_port;
-use support::{RunBuilder, STOP_TIMEOUT, prover_script, run_range, temp_dir};
+use support::{RUN_TIMEOUT, RunBuilder, STOP_TIMEOUT, prover_script, run_range, temp_dir};
 
 /// An RPC URL on a loopback port nothing listens on.
 fn closed_rpc() -> String {
@@ -27,19 +26,29 @@ fn unreachable_rpc_is_retried() {
     let mut run = RunBuilder::new("unreachable-rpc", &rpc)
         .args(["--from", "1"])
         .spawn();
-    std::thread::sleep(Duration::from_secs(3));
-    if !run.is_running() {
+    // Each failed poll logs a line naming the RPC and its retry; a second
+    // such line means the first failure was followed by another attempt.
+    let failures = |stderr: &str| {
+        stderr
+            .lines()
+            .filter(|line| line.contains(&rpc) && line.to_lowercase().contains("retry"))
+            .count()
+    };
+    let mut exited = false;
+    let retried = support::eventually(RUN_TIMEOUT, || {
+        exited = !run.is_running();
+        exited || failures(&run.stderr()) >= 2
+    });
+    if exited {
         run.fail(&format!(
             "exited although an unreachable RPC ({rpc}) should be retried"
         ));
     }
-    let stderr = run.stderr();
-    let retried = stderr
-        .lines()
-        .any(|line| line.contains(&rpc) && line.to_lowercase().contains("retry"));
     if !retried {
         run.fail(&format!(
-            "no stderr line names the failing RPC {rpc} and a retry"
+            "timed out after {RUN_TIMEOUT:?} waiting for a second failed attempt on {rpc} \
+             (failure lines naming it and a retry: {})",
+            failures(&run.stderr())
         ));
     }
     let status = run.stop();

@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use nats_support::NatsServer;
 
+/// The secret the servers accept.
 const SECRET: &str = "s3cret-Pa55";
+/// A wrong secret handed to the client, which must not reach its log either.
+const WRONG_SECRET: &str = "wr0ng-Pa55-handed-over";
 
-use nats_support::run_init as init;
+use nats_support::{run_init as init, run_init_until};
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -26,13 +29,54 @@ fn assert_ok_without_secret(output: &Output) {
     assert!(!log.contains(SECRET), "a secret reached the log: {log}");
 }
 
-fn assert_refused_without_secret(output: &Output) {
+/// Whether `log` has the orchestrator's own warning that the server refused
+/// its credentials (what an operator sees at the default log level).
+fn shows_authorization_refused(log: &str) -> bool {
+    log.lines().any(|line| {
+        line.contains("WARN")
+            && line.contains("NATS connection")
+            && line.contains("authorization violation")
+    })
+}
+
+/// `init` with credentials `server` must refuse: it is stopped once its log
+/// shows the refusal, and must then have been refused by the server, not
+/// merely cut short by the harness's deadlock guard.
+fn init_refused(server: &NatsServer, env: &[(&str, &str)]) -> Output {
+    let refused = init_until(&server.url(), env, shows_authorization_refused);
+    let log = stderr(&refused);
+    assert!(
+        shows_authorization_refused(&log),
+        "init was never told the server refused it (killed at the deadlock guard?): {log}"
+    );
+    assert!(
+        server.log().contains("authentication error"),
+        "the server never refused a login: {}",
+        server.log()
+    );
+    assert_refused_without(&refused, env);
+    refused
+}
+
+/// [`run_init_until`] with a deadlock guard, never a speed expectation.
+fn init_until(url: &str, env: &[(&str, &str)], refused: impl Fn(&str) -> bool) -> Output {
+    run_init_until(url, env, Duration::from_secs(60), refused)
+}
+
+/// `output` is a run that got nowhere and whose log holds none of the
+/// secrets it was handed in `env`, nor [`SECRET`].
+fn assert_refused_without(output: &Output, env: &[(&str, &str)]) {
     let log = stderr(output);
     assert!(
         !output.status.success(),
         "init succeeded without valid credentials: {log}"
     );
     assert!(!log.contains("bucket ready"), "{log}");
+    for (key, value) in env {
+        if key.contains("PASSWORD") || key.contains("TOKEN") {
+            assert!(!log.contains(value), "{key} reached the log: {log}");
+        }
+    }
     assert!(!log.contains(SECRET), "a secret reached the log: {log}");
 }
 
@@ -46,15 +90,9 @@ fn user_and_password() {
     assert_ok_without_secret(&init(&in_url, &[], Duration::from_secs(30)));
     let wrong = [
         ("NATS_USER", "orchestrator"),
-        ("NATS_PASSWORD", "wrong-Pa55"),
+        ("NATS_PASSWORD", WRONG_SECRET),
     ];
-    let refused = init(&url, &wrong, Duration::from_secs(3));
-    assert_refused_without_secret(&refused);
-    assert!(
-        stderr(&refused).to_lowercase().contains("authorization"),
-        "{}",
-        stderr(&refused)
-    );
+    init_refused(&server, &wrong);
 }
 
 #[test]
@@ -65,11 +103,7 @@ fn token() {
         &[("NATS_TOKEN", SECRET)],
         Duration::from_secs(30),
     ));
-    assert_refused_without_secret(&init(
-        &server.url(),
-        &[("NATS_TOKEN", "nope")],
-        Duration::from_secs(3),
-    ));
+    init_refused(&server, &[("NATS_TOKEN", WRONG_SECRET)]);
 }
 
 #[test]
@@ -78,15 +112,34 @@ fn tls_verified_with_a_ca_file() {
     make_certificates(certs.path());
     let file = |name: &str| certs.path().join(name).display().to_string();
     let (cert, key) = (file("server.pem"), file("server.key"));
-    let server = NatsServer::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    // With a password too, so both runs are handed a secret to keep.
+    let server = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--user",
+        "orchestrator",
+        "--pass",
+        SECRET,
+    ]);
     let url = server.url().replace("nats://", "tls://");
-    assert_ok_without_secret(&init(
-        &url,
-        &[("NATS_CA", &file("ca.pem"))],
-        Duration::from_secs(30),
-    ));
-    // Without the CA the server's certificate cannot be trusted.
-    assert_refused_without_secret(&init(&url, &[], Duration::from_secs(3)));
+    let login = [("NATS_USER", "orchestrator"), ("NATS_PASSWORD", SECRET)];
+    let ca = file("ca.pem");
+    let with_ca = [login.as_slice(), &[("NATS_CA", ca.as_str())]].concat();
+    assert_ok_without_secret(&init(&url, &with_ca, Duration::from_secs(30)));
+    // Without the CA the server's certificate cannot be trusted: the
+    // handshake fails on the client's side, as the server's log tells.
+    let distrusted = "tls: unknown certificate authority";
+    let refused = init_until(&url, &login, |_| server.log().contains(distrusted));
+    assert!(
+        server.log().contains(distrusted),
+        "the client never turned the certificate down (killed at the deadlock guard?): {}\n{}",
+        stderr(&refused),
+        server.log()
+    );
+    assert_refused_without(&refused, &login);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Role mode configured like the original template: its services' commands
-//! and environment blocks, copied from DESIGN.md §9, run unchanged and prove
-//! blocks; `init` can run any number of times; and a bad value stops a role
-//! at once with exit code 2 and one stderr line naming the key and value.
+//! and environment blocks, copied from its compose files, run unchanged and
+//! prove blocks; `init` can run any number of times; and a bad value stops a
+//! role at once with exit code 2 and one stderr line naming the key and value.
 
 mod nats_support;
 mod support;

@@ -1,6 +1,6 @@
 //! Role mode end to end: every role its own process of the real binary, glued
 //! by a real nats-server, blocks from a real anvil. One test per layout of
-//! the original template (DESIGN.md §9): provers splitting the work, provers
+//! the original template's compose files: provers splitting the work, provers
 //! fanning out (one proof per zkVM), and multistep proving (partition, prove
 //! steps, collect, aggregate). Each checks that every block of a window is
 //! completed exactly as often as it should be.

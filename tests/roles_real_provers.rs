@@ -1,5 +1,6 @@
-//! Role mode with provers that behave like real zkVM provers (DESIGN.md
-//! §10): they log on both pipes for seconds and write proofs of megabytes.
+//! Role mode with provers that behave like real zkVM provers, not like the
+//! template's silent one-second mocks: they log on both pipes for seconds and
+//! write proofs of megabytes.
 //! Every role is a process of the real binary, glued by a real nats-server,
 //! blocks from a real anvil; the bundled mock does the rest through its knobs
 //! (`MOCK_LOG_INTERVAL_MS`, `MOCK_PROOF_BYTES`, `MOCK_STEPS`). A shell

@@ -1,7 +1,8 @@
-//! Role mode with provers that run like real zkVM provers (DESIGN.md §10):
-//! jobs far longer than NATS's ack wait, one prover per GPU, helper processes
-//! that must die with a job that timed out. Every role is a process of the
-//! real binary, glued by a real nats-server, blocks from a real anvil.
+//! Role mode with provers that run like real zkVM provers, not like the
+//! template's one-second mocks: jobs far longer than NATS's ack wait, one
+//! prover per GPU, helper processes that must die with a job that timed out.
+//! Every role is a process of the real binary, glued by a real nats-server,
+//! blocks from a real anvil.
 
 mod nats_support;
 mod support;

@@ -500,3 +500,121 @@ async fn one_worker_per_gpu_and_never_two_jobs_on_one() {
         "{seen:?}"
     );
 }
+
+/// Makes the next `left` prover workers die as they start, before any job:
+/// a tracing subscriber (this thread's default, so only this test's) that
+/// panics on a worker's "started" event, i.e. inside the worker actor.
+/// Nothing in the pool's API stops an idle worker, and a job's crash is seen
+/// by the pool through that job.
+#[derive(Clone)]
+struct WorkerStartBomb {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+    fired: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WorkerStartBomb {
+    /// Sets the bomb for this thread until the guard is dropped.
+    fn arm(workers: usize) -> (WorkerStartBomb, tracing::subscriber::DefaultGuard) {
+        let bomb = WorkerStartBomb {
+            left: Arc::new(workers.into()),
+            fired: Arc::new(0.into()),
+        };
+        let guard = tracing::subscriber::set_default(bomb.clone());
+        (bomb, guard)
+    }
+
+    fn fired(&self) -> usize {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl tracing::Subscriber for WorkerStartBomb {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0 != "prover worker started" {
+            return;
+        }
+        let armed = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if armed {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+            panic!("test: prover worker dies while idle");
+        }
+    }
+}
+
+/// Polls the pool's stats until `done` holds; fails after `secs` seconds (a
+/// deadlock guard), naming `what` and the last stats.
+async fn await_stats(h: &Harness, secs: u64, what: &str, done: impl Fn(&WorkerStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = stats(h).await;
+        if done(&now) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn replaces_a_worker_that_died_while_idle() {
+    let (bomb, _guard) = WorkerStartBomb::arm(1);
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Slow(
+        Duration::from_millis(300),
+    )]));
+    let mut h = start(runner.clone(), config(2, false));
+    await_stats(&h, 10, "the dead idle worker replaced", |s| {
+        s.restarts == 1 && s.live == 2
+    })
+    .await;
+    assert_eq!(bomb.fired(), 1, "no worker died");
+    // Both workers take jobs again: two run at once.
+    announce(&h.bus, [1, 2]).await;
+    for _ in 0..2 {
+        next_within(&mut h.proofs, 10).await;
+    }
+    assert_eq!(runner.max_running.load(Ordering::SeqCst), 2);
+    let stats = stats(&h).await;
+    assert_eq!((stats.restarts, stats.live, stats.proved), (1, 2, 2));
+}
+
+#[actix_rt::test]
+async fn replaces_its_only_worker_that_died_while_idle() {
+    // The feeder holds the only permit from the start, waiting for a job:
+    // the dead worker must be replaced all the same, or the job waits for a
+    // worker forever.
+    let (bomb, _guard) = WorkerStartBomb::arm(1);
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Echo]));
+    let mut h = start(runner, config(1, false));
+    announce(&h.bus, [5]).await;
+    assert_eq!(next_within(&mut h.proofs, 10).await.payload, b"5");
+    assert_eq!(bomb.fired(), 1, "no worker died");
+    let stats = stats(&h).await;
+    assert_eq!((stats.restarts, stats.live, stats.proved), (1, 1, 1));
+}

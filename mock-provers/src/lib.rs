@@ -179,11 +179,19 @@ mod tests {
     }
 
     #[test]
-    fn roll_stays_in_unit_interval() {
+    fn rolls_spread_over_the_unit_interval() {
+        // 1000 rolls in tenths of [0, 1): about 100 each (a standard
+        // deviation of about 9.5), so fewer than 50 in any is no bad luck.
+        let mut tenths = [0usize; 10];
         for seed in 0..1000 {
             let r = roll(seed);
             assert!((0.0..1.0).contains(&r), "{r}");
+            tenths[(r * 10.0) as usize] += 1;
         }
+        assert!(
+            tenths.iter().all(|&n| n >= 50),
+            "rolls by tenth: {tenths:?}"
+        );
     }
 
     fn knobs(failure_rate: f64) -> Knobs {
@@ -205,5 +213,14 @@ mod tests {
             let err = knobs(1.0).simulate_work(seed).unwrap_err().to_string();
             assert!(err.contains("simulated failure"), "{err}");
         }
+    }
+
+    #[test]
+    fn failure_rate_one_half_gives_both_outcomes() {
+        let failed = (0..200)
+            .filter(|&seed| knobs(0.5).simulate_work(seed).is_err())
+            .count();
+        // About 100 of 200 (a standard deviation of about 7).
+        assert!((50..=150).contains(&failed), "{failed} of 200 runs failed");
     }
 }

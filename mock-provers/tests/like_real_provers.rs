@@ -1,6 +1,7 @@
-//! The knobs that make the mocks behave like real provers (DESIGN.md §10),
-//! run on the real binaries: progress lines on both pipes, proofs of
-//! megabytes, and helper processes that outlive a killed prover.
+//! The knobs that make the mocks behave like real zkVM provers rather than
+//! the template's silent one-second mocks, run on the real binaries: progress
+//! lines on both pipes, proofs of megabytes, and helper processes that
+//! outlive a killed prover.
 
 mod common;
 

@@ -270,3 +270,43 @@ fn report_maps_errors_to_exit_codes() {
         std::process::ExitCode::from(EXIT_PROVE_FAILED)
     );
 }
+
+/// Set for the child run of `report_prints_a_multi_line_error_as_one_line`.
+const REPORT_CHILD: &str = "PROVER_SDK_TEST_REPORT_CHILD";
+
+/// Not a test of its own: the child process of the test below, which
+/// [`report`]s a multi-line error to its real stderr.
+#[test]
+#[ignore = "run as a child process by report_prints_a_multi_line_error_as_one_line"]
+fn report_child() {
+    if std::env::var_os(REPORT_CHILD).is_some() {
+        report(Err(SdkError::Prove(
+            "out of memory\nwhile proving\nshard 3".into(),
+        )));
+        std::process::exit(0);
+    }
+}
+
+#[test]
+fn report_prints_a_multi_line_error_as_one_line() {
+    // `report` writes to the process's stderr, which a test cannot read in
+    // process: run it in a child (this test binary, only `report_child`).
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "tests::report_child", "--nocapture"])
+        .env(REPORT_CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "{}: {stderr}", child.status);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("memory") || line.contains("shard"))
+        .collect();
+    // The orchestrator keeps the last lines of stderr: the whole error
+    // must be on one line, newlines folded into spaces.
+    assert_eq!(
+        errors,
+        ["error: proving failed: out of memory while proving shard 3"],
+        "stderr: {stderr:?}"
+    );
+}

@@ -1,11 +1,11 @@
 //! The roles the tests start, in two spellings: our own role names
 //! (`block-watcher`, `prover`, `proof-matcher`), and the original template's
-//! services exactly as its compose files configure them (DESIGN.md §9:
-//! `collector`/`dispatcher` with the shared `.env` and each service's
-//! environment). Only what is host-specific differs: `NATS_URL` and `L1_RPC`
-//! point at the test's servers, `NEXT_BLOCK` at the test's chain, `BINARY` at
-//! the mocks built next to the orchestrator, and each process gets its own
-//! `METRICS_PORT` (see [`super::role`]).
+//! services exactly as its compose files configure them (the commands
+//! `collector`/`dispatcher`, the shared `.env` and each service's
+//! environment block). Only what is host-specific differs: `NATS_URL` and
+//! `L1_RPC` point at the test's servers, `NEXT_BLOCK` at the test's chain,
+//! `BINARY` at the mocks built next to the orchestrator, and each process
+//! gets its own `METRICS_PORT` (see [`super::role`]).
 
 use super::{Role, mock_bin};
 

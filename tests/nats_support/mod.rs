@@ -12,6 +12,7 @@ pub mod payloads;
 pub mod role;
 pub mod server;
 pub mod tap;
+pub mod wire;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,16 @@ pub use tap::Tap;
 use std::process::{Command, Output, Stdio};
 
 use crate::support::{self, Anvil, TempDir};
+
+/// A small tokio runtime for a test harness that talks to NATS from plain
+/// (non-async) test code.
+pub fn harness_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
 
 /// Blocks of a test's window that are final before its watcher starts.
 pub const BACKLOG: u64 = 5;
@@ -249,11 +260,10 @@ impl Drop for Miner {
     }
 }
 
-/// Runs `orchestrator init` against `url` with `env` and `RUST_LOG=debug`,
-/// killing it after `limit`: with credentials the server refuses it retries
-/// its first connection forever, so it must be cut short to be judged.
-pub fn run_init(url: &str, env: &[(&str, &str)], limit: Duration) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+/// Starts `orchestrator init` against `url` with `env` and `RUST_LOG=debug`,
+/// its stdout and stderr piped.
+fn spawn_init(url: &str, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("init")
         .env("NATS_URL", url)
         .env("RUST_LOG", "debug")
@@ -262,7 +272,14 @@ pub fn run_init(url: &str, env: &[(&str, &str)], limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start orchestrator init");
+        .expect("start orchestrator init")
+}
+
+/// Runs `orchestrator init` against `url` with `env` and `RUST_LOG=debug`,
+/// killing it after `limit`: with credentials the server refuses it retries
+/// its first connection forever, so it must be cut short to be judged.
+pub fn run_init(url: &str, env: &[(&str, &str)], limit: Duration) -> Output {
+    let child = spawn_init(url, env);
     let pid = child.id();
     std::thread::spawn(move || {
         std::thread::sleep(limit);
@@ -270,4 +287,62 @@ pub fn run_init(url: &str, env: &[(&str, &str)], limit: Duration) -> Output {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     });
     child.wait_with_output().expect("wait for init")
+}
+
+/// [`run_init`] for credentials that must be refused: `init` retries a
+/// refused connection forever, so it is killed as soon as its log so far
+/// satisfies `refused` (the refusal has been seen), or at `limit`, a
+/// deadlock guard. A test tells the two apart by asserting on the log: one
+/// cut short at `limit` lacks the refusal.
+pub fn run_init_until(
+    url: &str,
+    env: &[(&str, &str)],
+    limit: Duration,
+    refused: impl Fn(&str) -> bool,
+) -> Output {
+    use std::io::{BufRead, BufReader, Read};
+    use std::sync::mpsc;
+
+    let mut child = spawn_init(url, env);
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (lines, received) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let mut log = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if refused(&log) {
+                    break;
+                }
+            }
+            // Exited by itself (stderr closed), or the deadlock guard.
+            Err(_) => break,
+        }
+    }
+    // Refused, or still running at the deadlock guard (an exited child
+    // makes this a no-op).
+    let _ = child.kill();
+    let status = child.wait().expect("wait for init");
+    // Whatever it wrote until it died.
+    reader.join().expect("stderr reader");
+    log.extend(received.try_iter().map(|line| line + "\n"));
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut stdout);
+    }
+    Output {
+        status,
+        stdout,
+        stderr: log.into_bytes(),
+    }
 }

@@ -58,11 +58,7 @@ impl Tap {
     /// Opens a reader on `modularorchestrator.<queue>`, waiting up to
     /// `timeout` for a role to create the stream.
     pub fn open(nats_url: &str, queue: &str, timeout: Duration) -> Result<Tap, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = super::harness_runtime();
         let subject = format!("{STREAM}.{queue}");
         let (js, consumer) = runtime.block_on(async {
             let client = async_nats::connect(nats_url)

@@ -229,7 +229,8 @@ impl ProverPool {
         );
     }
 
-    /// Notices workers that died while idle (a mailbox closes on panic).
+    /// Notices workers that died while idle (a mailbox closes on panic) and
+    /// replaces them.
     fn check_workers(&mut self, ctx: &mut Context<Self>) {
         let dead: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
@@ -241,12 +242,33 @@ impl ProverPool {
             })
             .collect();
         for slot in dead {
-            // An idle slot's permit is free; take it out until the replacement.
             match self.free_workers.clone().try_acquire_owned() {
-                Ok(permit) => permit.forget(),
-                Err(_) => continue, // the feeder holds it; the next check will see the slot again
+                // The idle slot's permit is free: take it out until the
+                // replacement, which brings it back after the backoff.
+                Ok(permit) => {
+                    permit.forget();
+                    self.worker_died(slot, ctx);
+                }
+                // The feeder holds it, waiting for a job or with one waiting
+                // here: it cannot be taken back, so the replacement starts
+                // now, with the permit where it is. Waiting for it instead
+                // would wedge a pool whose every permit the feeder holds
+                // (one worker), and a job it brings must not wait for a
+                // backoff unacknowledged. The check interval bounds how
+                // often a worker that keeps dying idle is replaced.
+                Err(_) => {
+                    let state = &mut self.slots[slot];
+                    state.deaths += 1;
+                    self.stats.restarts += 1;
+                    tracing::warn!(
+                        slot,
+                        deaths = state.deaths,
+                        "idle prover worker died; replacing it now"
+                    );
+                    self.spawn_worker(slot);
+                    self.dispatch_waiting(ctx);
+                }
             }
-            self.worker_died(slot, ctx);
         }
     }
 }
