@@ -172,7 +172,7 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
                     multiple_output: s.multiple_output,
                 })
                 .collect();
-            let pool = pool_config(&s, io.consumer.clone(), routes);
+            let pool = pool_config(&s, io.consumer.clone(), routes, true);
             let runner = Arc::new(runner.expect("checked above"));
             let pool = ProverPool::new(pool, runner, Box::new(source), publisher)
                 .with_shutdown(shutdown)
@@ -369,7 +369,7 @@ mod tests {
                 output: "out".into(),
                 multiple_output: false,
             };
-            let config = pool_config(&settings(&[]), "test".into(), vec![route]);
+            let config = pool_config(&settings(&[]), "test".into(), vec![route], true);
             let pool = ProverPool::new(
                 config,
                 Arc::new(Proves),

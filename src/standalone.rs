@@ -170,7 +170,7 @@ impl Plan {
         .start();
         pump(matcher_input, matcher.recipient());
 
-        let pool = wiring::pool_config(s, "standalone".into(), routes);
+        let pool = wiring::pool_config(s, "standalone".into(), routes, false);
         ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone())
             .with_shutdown(shutdown)
             .start();

@@ -97,8 +97,15 @@ pub fn watcher_config(s: &Settings, from: Option<u64>, queue: &str) -> WatcherCo
     }
 }
 
-/// The pool settings of `s` for a pool named `name`.
-pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig {
+/// The pool settings of `s` for a pool named `name`. A pool that shares its
+/// queue with other hosts pauses its intake after failures (see
+/// [`PoolConfig::pause_after_failure`]); a lone one has nobody to leave work to.
+pub fn pool_config(
+    s: &Settings,
+    name: String,
+    routes: Vec<Route>,
+    shares_queue: bool,
+) -> PoolConfig {
     PoolConfig {
         name,
         workers: s.workers,
@@ -110,6 +117,7 @@ pub fn pool_config(s: &Settings, name: String, routes: Vec<Route>) -> PoolConfig
                 .saturating_mul(32)
                 .max(Duration::from_secs(60)),
         ),
+        pause_after_failure: shares_queue,
         restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
         progress_interval: s.progress_interval,
         routes,

@@ -39,6 +39,7 @@ fn pool_config(workers: usize) -> PoolConfig {
         gpus: Vec::new(),
         max_attempts: 3,
         retry: quick,
+        pause_after_failure: false,
         restart: quick,
         progress_interval: Duration::from_secs(10),
         routes: vec![Route {

@@ -1,6 +1,8 @@
 //! Fakes and helpers for actor-level tests: no network, no real prover.
 #![allow(dead_code)]
 
+pub mod pool_harness;
+
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,8 +4,10 @@
 mod job;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -43,6 +45,12 @@ pub struct PoolConfig {
     pub max_attempts: u32,
     /// Delay before a failed job's next attempt.
     pub retry: Backoff,
+    /// After jobs fail on this host, take no new job for a while (longer
+    /// with each failure in a row, reset by a success), so that on a shared
+    /// queue a sick host (full disk, broken GPU), which is always idle
+    /// first, does not win every redelivery and dead-letter the queue while
+    /// healthy hosts could prove it. Pointless with no other host.
+    pub pause_after_failure: bool,
     /// Delay before replacing a worker that keeps dying.
     pub restart: Backoff,
     /// How often a running job tells its source it is still alive.
@@ -111,6 +119,10 @@ pub struct ProverPool {
     /// still being replaced while another host could prove it.
     free_workers: Arc<Semaphore>,
     shutdown: Shutdown,
+    /// Jobs failed in a row on this host.
+    failing_streak: u32,
+    /// The feeder takes no job before this instant.
+    intake_paused_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ProverPool {
@@ -142,6 +154,8 @@ impl ProverPool {
             stats: WorkerStats::default(),
             free_workers: Arc::new(Semaphore::new(workers)),
             shutdown: Shutdown::new(),
+            failing_streak: 0,
+            intake_paused_until: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -216,9 +230,16 @@ impl ProverPool {
                             pool.stats.proved += 1;
                             pool.stats.publish_retries += publish_retries;
                             pool.slots[slot].deaths = 0;
+                            pool.job_succeeded();
                         }
-                        Outcome::Retried => pool.stats.retried += 1,
-                        Outcome::Failed => pool.stats.failed += 1,
+                        Outcome::Retried => {
+                            pool.stats.retried += 1;
+                            pool.job_failed();
+                        }
+                        Outcome::Failed => {
+                            pool.stats.failed += 1;
+                            pool.job_failed();
+                        }
                         Outcome::HandedBack => pool.stats.handed_back += 1,
                     }
                     if retire {
@@ -227,6 +248,23 @@ impl ProverPool {
                     pool.dispatch_waiting(ctx);
                 }),
         );
+    }
+
+    fn job_succeeded(&mut self) {
+        self.failing_streak = 0;
+        *self.intake_paused_until.lock().expect("pause lock") = None;
+    }
+
+    fn job_failed(&mut self) {
+        self.failing_streak += 1;
+        if !self.config.pause_after_failure {
+            return;
+        }
+        // Longer than the failed job's own retry delay, so a healthy idle
+        // host gets the redelivery before this one asks again.
+        let pause = self.config.retry.delay(self.failing_streak + 1);
+        tracing::warn!(failed_in_a_row = self.failing_streak, pause = ?pause, "jobs keep failing on this host; taking no new job for a while so healthy hosts get them");
+        *self.intake_paused_until.lock().expect("pause lock") = Some(Instant::now() + pause);
     }
 
     /// Notices workers that died while idle (a mailbox closes on panic) and
@@ -285,12 +323,22 @@ impl Actor for ProverPool {
         let free_workers = self.free_workers.clone();
         let pool = ctx.address();
         let shutdown = self.shutdown.clone();
+        let paused_until = self.intake_paused_until.clone();
         actix::spawn(async move {
             let feed = async {
                 loop {
                     let Ok(permit) = free_workers.clone().acquire_owned().await else {
                         break;
                     };
+                    loop {
+                        let until = *paused_until.lock().expect("pause lock");
+                        match until {
+                            Some(until) if until > Instant::now() => {
+                                tokio::time::sleep_until(until).await
+                            }
+                            _ => break,
+                        }
+                    }
                     let Some(delivery) = source.next().await else {
                         break;
                     };
