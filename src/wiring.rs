@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use orchestrator_actors::actors::{PoolConfig, Route, WatcherConfig};
 use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::nats::{
-    ConsumerSpec, NatsBus, NatsError, NatsOptions, PayloadConfig, Topology,
+    ConsumerSpec, NatsBus, NatsOptions, PayloadConfig, Topology,
 };
 use orchestrator_actors::edges::safe_name;
 
@@ -58,22 +58,10 @@ pub fn nats_options(s: &Settings, name: &str) -> anyhow::Result<NatsOptions> {
 /// Connects to NATS and ensures the stream, retrying until the server answers.
 pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
     let options = nats_options(s, name)?;
-    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let mut failures = 0;
-    loop {
-        match NatsBus::connect(&options, Topology::new(&s.input_stream)).await {
-            Ok(bus) => return Ok(bus.with_payloads(payload_config(s))),
-            Err(error @ NatsError::File { .. }) => {
-                return Err(error.into());
-            }
-            Err(error) => {
-                failures += 1;
-                let delay = backoff.delay(failures);
-                tracing::warn!(%error, retry_in = ?delay, "NATS not ready; retrying");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
+    let retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let bus =
+        NatsBus::connect_with_retry(&options, Topology::new(&s.input_stream), Some(retry)).await?;
+    Ok(bus.with_payloads(payload_config(s)))
 }
 
 /// Where payloads too large for a NATS message go, from `s`.

@@ -29,25 +29,35 @@ fn assert_ok_without_secret(output: &Output) {
     assert!(!log.contains(SECRET), "a secret reached the log: {log}");
 }
 
-/// Whether `log` has the orchestrator's own warning that the server refused
-/// its credentials (what an operator sees at the default log level).
+/// Whether `log` ends with the orchestrator's one-line error that the server
+/// refused its credentials, naming the settings to check.
 fn shows_authorization_refused(log: &str) -> bool {
     log.lines().any(|line| {
-        line.contains("WARN")
-            && line.contains("NATS connection")
-            && line.contains("authorization violation")
+        line.starts_with("error: NATS at")
+            && line.contains("refused the credentials (authorization violation)")
+            && line.contains("NATS_PASSWORD")
     })
 }
 
-/// `init` with credentials `server` must refuse: it is stopped once its log
-/// shows the refusal, and must then have been refused by the server, not
-/// merely cut short by the harness's deadlock guard.
+/// `init` with credentials `server` must refuse: it stops by itself (exit
+/// code 2, one clear error line) instead of retrying forever, and it was
+/// refused by the server, not cut short by the harness's deadlock guard.
 fn init_refused(server: &NatsServer, env: &[(&str, &str)]) -> Output {
-    let refused = init_until(&server.url(), env, shows_authorization_refused);
+    let refused = init(&server.url(), env, Duration::from_secs(60));
     let log = stderr(&refused);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "init did not stop by itself on refused credentials: {log}"
+    );
     assert!(
         shows_authorization_refused(&log),
-        "init was never told the server refused it (killed at the deadlock guard?): {log}"
+        "init never said the server refused its credentials: {log}"
+    );
+    assert_eq!(
+        log.matches("NATS refused the credentials").count(),
+        1,
+        "the refusal should be logged once: {log}"
     );
     assert!(
         server.log().contains("authentication error"),

@@ -26,17 +26,29 @@ pub struct NatsOptions {
 }
 
 impl NatsOptions {
-    /// Connects, retrying while the server is not up yet.
-    pub async fn connect(&self) -> Result<async_nats::Client, NatsError> {
+    /// Connects, retrying while the server is not up yet. The returned
+    /// [`Refusals`] tells whether the server has refused the credentials.
+    pub async fn connect(&self) -> Result<(async_nats::Client, Refusals), NatsError> {
         let shown = shown_url(&self.url);
+        let refusals = Refusals::default();
+        let seen = refusals.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(&self.name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
                 let shown = shown.clone();
+                let seen = seen.clone();
                 async move {
                     match event {
+                        async_nats::Event::ServerError(
+                            async_nats::ServerError::AuthorizationViolation,
+                        ) => seen.note_refusal(&shown),
+                        async_nats::Event::ClientError(error)
+                            if error.to_string().contains("authorization violation") =>
+                        {
+                            seen.note_refusal(&shown)
+                        }
                         async_nats::Event::Connected => {
                             tracing::info!(server = %shown, "connected to NATS")
                         }
@@ -88,13 +100,35 @@ impl NatsOptions {
         let servers: Vec<&str> = servers.iter().map(|(url, _)| url.as_str()).collect();
         // With retry_on_initial_connect, connect returns at once and the
         // client keeps trying; the first request then waits for the server.
-        options
+        let client = options
             .connect(servers)
             .await
             .map_err(|e| NatsError::Connect {
                 url: shown_url(&self.url),
                 reason: e.to_string(),
-            })
+            })?;
+        Ok((client, refusals))
+    }
+}
+
+/// Whether the server refused a connection's credentials: the client keeps
+/// retrying them, so this is how a caller tells "not up yet" (retry) from
+/// "never going to work" (stop with a clear error).
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Refusals {
+    /// Records a refusal, logging only the first: a client retrying refused
+    /// credentials would repeat it every attempt.
+    fn note_refusal(&self, server: &str) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(%server, "NATS refused the credentials (authorization violation)");
+        }
+    }
+
+    /// Whether the server has said "authorization violation" at least once.
+    pub fn refused(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

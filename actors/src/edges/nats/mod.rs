@@ -46,6 +46,14 @@ pub enum NatsError {
         /// What went wrong.
         reason: String,
     },
+    /// The server refused the credentials; retrying them cannot help.
+    #[error(
+        "NATS at {url} refused the credentials (authorization violation): check NATS_USER and NATS_PASSWORD, NATS_TOKEN, NATS_CREDS or the user info in NATS_URL"
+    )]
+    Refused {
+        /// The server URL, without credentials.
+        url: String,
+    },
     /// A credentials or CA file could not be read.
     #[error("cannot read {what} {path}: {reason}")]
     File {
@@ -142,7 +150,18 @@ impl NatsBus {
     /// Connects and creates the stream if it does not exist (idempotent).
     /// Payloads follow [`PayloadConfig::default`]; see [`NatsBus::with_payloads`].
     pub async fn connect(options: &NatsOptions, topology: Topology) -> Result<Self, NatsError> {
-        let client = options.connect().await?;
+        Self::connect_with_retry(options, topology, None).await
+    }
+
+    /// [`NatsBus::connect`], retrying with `retry` while the server is not
+    /// up yet, on one client (a new client per attempt would leave sockets
+    /// behind). Refused credentials and unreadable files end it at once.
+    pub async fn connect_with_retry(
+        options: &NatsOptions,
+        topology: Topology,
+        retry: Option<Backoff>,
+    ) -> Result<Self, NatsError> {
+        let (client, refusals) = options.connect().await?;
         let js = jetstream::new(client);
         let config = StreamConfig {
             name: topology.stream.clone(),
@@ -151,13 +170,29 @@ impl NatsBus {
             duplicate_window: topology.duplicate_window,
             ..Default::default()
         };
-        let stream = js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| NatsError::JetStream {
-                what: format!("creating stream {}", topology.stream),
-                reason: e.to_string(),
-            })?;
+        let mut failures = 0;
+        let stream = loop {
+            let error = match js.get_or_create_stream(config.clone()).await {
+                Ok(stream) => break stream,
+                Err(e) if refusals.refused() => {
+                    tracing::debug!(error = %e, "stream request failed after a refusal");
+                    return Err(NatsError::Refused {
+                        url: shown_url(&options.url),
+                    });
+                }
+                Err(e) => NatsError::JetStream {
+                    what: format!("creating stream {}", topology.stream),
+                    reason: e.to_string(),
+                },
+            };
+            let Some(retry) = retry else {
+                return Err(error);
+            };
+            failures += 1;
+            let delay = retry.delay(failures);
+            tracing::warn!(%error, retry_in = ?delay, "NATS not ready; retrying");
+            tokio::time::sleep(delay).await;
+        };
         let payloads = Arc::new(Payloads::new(
             js.clone(),
             &topology.stream,
