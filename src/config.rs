@@ -1,5 +1,7 @@
 //! Settings, layered: built-in defaults, then a TOML file, then environment
 //! variables (the original template's names where it had one), then flags.
+//! Each setting's key, variable, flag, default and meaning are declared once,
+//! in [`keys::SETTINGS`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,55 +15,7 @@ use serde::Deserialize;
 /// The public endpoint used when no `L1_RPC` is given.
 pub const DEFAULT_RPC: &str = "https://ethereum-rpc.publicnode.com";
 
-/// Every setting: its key (TOML and internal name) and its environment
-/// variable. Template names are kept as they were so its `.env` files work.
-pub const KEYS: &[(&str, &str)] = &[
-    ("l1_rpc", "L1_RPC"),
-    ("binary", "BINARY"),
-    ("next_block", "NEXT_BLOCK"),
-    ("workers", "ORCHESTRATOR_WORKERS"),
-    ("to_block", "ORCHESTRATOR_TO_BLOCK"),
-    ("every", "ORCHESTRATOR_EVERY"),
-    ("max_attempts", "ORCHESTRATOR_MAX_ATTEMPTS"),
-    ("job_timeout", "ORCHESTRATOR_JOB_TIMEOUT"),
-    ("poll_interval", "ORCHESTRATOR_POLL_INTERVAL"),
-    ("retry_delay", "ORCHESTRATOR_RETRY_DELAY"),
-    ("multistep", "ORCHESTRATOR_MULTISTEP"),
-    ("steps", "ORCHESTRATOR_STEPS"),
-    ("json", "ORCHESTRATOR_JSON"),
-    ("work_dir", "ORCHESTRATOR_WORK_DIR"),
-    ("nats_url", "NATS_URL"),
-    ("nats_user", "NATS_USER"),
-    ("nats_password", "NATS_PASSWORD"),
-    ("nats_token", "NATS_TOKEN"),
-    ("nats_creds", "NATS_CREDS"),
-    ("nats_ca", "NATS_CA"),
-    ("input_stream", "INPUT_STREAM"),
-    ("output_stream", "OUTPUT_STREAM"),
-    ("input_queue", "INPUT_QUEUE"),
-    ("output_queue", "OUTPUT_QUEUE"),
-    ("consumer_name", "CONSUMER_NAME"),
-    ("executor_type", "EXECUTOR_TYPE"),
-    ("strategy", "STRATEGY"),
-    ("num_inputs", "NUM_INPUTS"),
-    ("single_output", "SINGLE_OUTPUT"),
-    ("multiple_output", "MULTIPLE_OUTPUT"),
-    (
-        "collect_timeout_period_millis",
-        "COLLECT_TIMEOUT_PERIOD_MILLIS",
-    ),
-    ("metrics_port", "METRICS_PORT"),
-    ("message_bus_type", "MESSAGE_BUS_TYPE"),
-    ("storage_type", "STORAGE_TYPE"),
-    ("expected_provers", "ORCHESTRATOR_EXPECTED_PROVERS"),
-    ("group_timeout", "ORCHESTRATOR_GROUP_TIMEOUT"),
-    ("gpus", "ORCHESTRATOR_GPUS"),
-    ("ack_wait", "ORCHESTRATOR_ACK_WAIT"),
-    ("progress_interval", "ORCHESTRATOR_PROGRESS_INTERVAL"),
-    ("inline_payload_limit", "ORCHESTRATOR_INLINE_PAYLOAD_LIMIT"),
-    ("payload_retention", "ORCHESTRATOR_PAYLOAD_RETENTION"),
-    ("max_payload", "ORCHESTRATOR_MAX_PAYLOAD"),
-];
+mod keys;
 
 /// What `orchestrator run` needs to know. Defaults suit a first run against
 /// mainnet with the bundled mock prover.
@@ -230,10 +184,9 @@ impl Settings {
             Some(path) => File::from(path.as_path()).required(true),
             None => File::with_name("orchestrator.toml").required(false),
         };
-        let from_env: HashMap<String, String> = KEYS
-            .iter()
+        let from_env: HashMap<String, String> = keys::keys()
             .filter_map(|(key, var)| {
-                env.get(*var)
+                env.get(var)
                     .filter(|v| !v.is_empty())
                     .map(|v| (key.to_string(), v.clone()))
             })
@@ -427,10 +380,7 @@ fn split_list(list: Option<&str>) -> Vec<String> {
 
 /// `message` with the environment variable added after the key it names.
 fn name_env_var(message: String) -> String {
-    match KEYS
-        .iter()
-        .find(|(key, _)| message.contains(&format!("`{key}`")))
-    {
+    match keys::keys().find(|(key, _)| message.contains(&format!("`{key}`"))) {
         Some((key, var)) => message.replace(&format!("`{key}`"), &format!("`{key}` ({var})")),
         None => message,
     }
@@ -438,7 +388,7 @@ fn name_env_var(message: String) -> String {
 
 /// The environment variable of `key`.
 pub fn env_name(key: &str) -> &'static str {
-    KEYS.iter()
+    keys::keys()
         .find(|(k, _)| *k == key)
         .map_or("", |(_, var)| var)
 }
