@@ -19,11 +19,15 @@ use anyhow::Context as _;
 use clap::Parser;
 use cli::{Cli, Command, LogFormat, ProofAction, ProofArgs};
 use orchestrator_actors::shutdown::Shutdown;
+use report::{Progress, RangeProgress};
 use roles::Role;
 use tracing_subscriber::EnvFilter;
 
 /// How long a stopping process waits for its running jobs to be handed back.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// The numbers of the signals that stop a run (the same on every Unix).
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,13 +44,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// The variables that only say which blocks to prove: ignored by the
+/// commands that never read them, so a `.env` shared by every role (with a
+/// range for the block watcher) cannot stop those from starting.
+const RANGE_ENV: [&str; 2] = ["NEXT_BLOCK", "ORCHESTRATOR_TO_BLOCK"];
+
+/// Whether `command` reads the block range (`--from`/`--to` and their
+/// variables). The collector may be the block watcher, so it counts.
+fn reads_range(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Run(_) | Command::BlockWatcher(_) | Command::Collector(_)
+    )
+}
+
 fn start(cli: &Cli) -> anyhow::Result<i32> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let settings = config::Settings::load(cli.config.as_ref(), &env, cli.command.overrides())?;
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    if !reads_range(&cli.command) {
+        for var in RANGE_ENV {
+            env.remove(var);
+        }
+    }
+    let mut settings = config::Settings::load(cli.config.as_ref(), &env, cli.command.overrides())?;
     let role = match &cli.command {
-        Command::Run(_) => {
+        Command::Run(args) => {
+            standalone::nats_only_if_asked(&mut settings, args.nats.nats.is_some(), &env);
             let plan = standalone::Plan::new(settings)?;
-            return run_system(|shutdown| plan.start(shutdown));
+            let progress = plan.progress();
+            return run_system(progress, |shutdown| plan.start(shutdown));
         }
         Command::Proof(ProofArgs {
             action: ProofAction::Get(get),
@@ -58,13 +83,16 @@ fn start(cli: &Cli) -> anyhow::Result<i32> {
         Command::StepCollector(_) => Role::StepCollector,
         Command::Collector(_) => Role::from_strategy(settings.strategy.as_deref())?,
     };
-    run_system(move |shutdown| roles::start(role, settings, shutdown))
+    run_system(RangeProgress::default(), move |shutdown| {
+        roles::start(role, settings, shutdown)
+    })
 }
 
 /// Runs an actix system (on a multi-threaded tokio runtime) that `setup`
 /// fills with actors, until a signal, a finished range or a failed setup
-/// stops it. Returns the exit code.
-fn run_system<F>(setup: impl FnOnce(Shutdown) -> F) -> anyhow::Result<i32>
+/// stops it. Returns the exit code; a signal ends a range run whose
+/// `progress` still has blocks left with 128 + the signal's number.
+fn run_system<F>(progress: RangeProgress, setup: impl FnOnce(Shutdown) -> F) -> anyhow::Result<i32>
 where
     F: Future<Output = anyhow::Result<()>> + 'static,
 {
@@ -78,7 +106,7 @@ where
     let shutdown = Shutdown::new();
     let setup = setup(shutdown.clone());
     system.block_on(async {
-        stop_on_signal(shutdown);
+        stop_on_signal(shutdown, progress);
         actix::spawn(async {
             if let Err(error) = setup.await {
                 eprintln!("error: {error:#}");
@@ -116,8 +144,12 @@ fn install_crypto_provider() {
 }
 
 /// On Ctrl-C or SIGTERM: hands running jobs back to their queues (bounded
-/// by [`DRAIN_LIMIT`]), then stops the actor system. Call inside the system.
-fn stop_on_signal(shutdown: Shutdown) {
+/// by [`DRAIN_LIMIT`]), then stops the actor system: with code 0, or, for a
+/// range run with blocks left, with 128 + the signal's number (130 for
+/// SIGINT, 143 for SIGTERM), the shell's code for "killed by that signal",
+/// so a script or a job runner never takes an unfinished backfill for a
+/// finished one. Call inside the system.
+fn stop_on_signal(shutdown: Shutdown, progress: RangeProgress) {
     actix::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -127,15 +159,35 @@ fn stop_on_signal(shutdown: Shutdown) {
                     return;
                 }
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
+        let signal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => SIGINT,
+            _ = term.recv() => SIGTERM,
+        };
         tracing::info!("signal received; stopping");
         let system = actix::System::current();
         if !shutdown.drain(DRAIN_LIMIT).await {
             tracing::warn!(limit = ?DRAIN_LIMIT, "running jobs were not all handed back in time; NATS redelivers them after the ack wait");
         }
-        system.stop_with_code(0);
+        system.stop_with_code(signal_exit_code(progress.get(), signal));
     });
+}
+
+/// The exit code of a run stopped by `signal` with `progress` (`None`: not
+/// a range run); logs what a range run leaves undone.
+fn signal_exit_code(progress: Option<Progress>, signal: i32) -> i32 {
+    match progress {
+        Some(p) if p.left > 0 => {
+            tracing::warn!(
+                left = p.left,
+                total = p.total,
+                proved = p.proved,
+                failed = p.failed,
+                "range run stopped by a signal with {} of {} blocks left unproved",
+                p.left,
+                p.total
+            );
+            128 + signal
+        }
+        _ => 0,
+    }
 }

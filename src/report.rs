@@ -2,11 +2,59 @@
 //! stdout, and the end of a range run.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use orchestrator_actors::actors::Inbound;
 use orchestrator_actors::messages::{CompletedProof, DeadLetter, block_of_payload, queues};
 use serde_json::json;
+
+/// How far a range run got, as of the last message the reporter took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Blocks in the range.
+    pub total: usize,
+    /// Blocks neither proved nor failed yet.
+    pub left: usize,
+    /// Blocks proved.
+    pub proved: usize,
+    /// Blocks failed.
+    pub failed: usize,
+}
+
+/// A range run's [`Progress`], shared between the [`Reporter`] that updates
+/// it and whoever stops the run early (the signal handler), which must not
+/// exit 0 while blocks are left. `None` inside: not a range run.
+#[derive(Debug, Clone, Default)]
+pub struct RangeProgress(Arc<Mutex<Option<Progress>>>);
+
+impl RangeProgress {
+    /// Progress of a run over `range`: nothing settled yet.
+    pub fn of(range: Option<&BTreeSet<u64>>) -> Self {
+        let progress = range.map(|blocks| Progress {
+            total: blocks.len(),
+            left: blocks.len(),
+            proved: 0,
+            failed: 0,
+        });
+        Self(Arc::new(Mutex::new(progress)))
+    }
+
+    /// The progress so far; `None` for a run without a range.
+    pub fn get(&self) -> Option<Progress> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, progress: Progress) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(progress);
+    }
+}
 
 /// Prints results and, for a range run, stops the system once every block of
 /// the range is proved or failed (exit code 0 if all proved, else 1).
@@ -16,16 +64,19 @@ pub struct Reporter {
     pending: Option<BTreeSet<u64>>,
     proved: usize,
     failed: BTreeSet<u64>,
+    progress: RangeProgress,
 }
 
 impl Reporter {
-    /// A reporter; `range` lists the blocks a range run waits for.
-    pub fn new(json: bool, range: Option<BTreeSet<u64>>) -> Self {
+    /// A reporter; `range` lists the blocks a range run waits for, and
+    /// `progress` is kept up to date with how many are left.
+    pub fn new(json: bool, range: Option<BTreeSet<u64>>, progress: RangeProgress) -> Self {
         Self {
             json,
             pending: range,
             proved: 0,
             failed: BTreeSet::new(),
+            progress,
         }
     }
 
@@ -81,7 +132,17 @@ impl Reporter {
         let Some(pending) = &mut self.pending else {
             return;
         };
-        pending.remove(&block);
+        if pending.remove(&block)
+            && let Some(mut progress) = self.progress.get()
+        {
+            progress.left = pending.len();
+            if self.failed.contains(&block) {
+                progress.failed += 1;
+            } else {
+                progress.proved += 1;
+            }
+            self.progress.set(progress);
+        }
         if pending.is_empty() {
             tracing::info!(
                 proved = self.proved,

@@ -1,7 +1,7 @@
 //! `orchestrator run`: every actor in this process. The edges are the
 //! in-process bus, or NATS JetStream with `--nats` (the same actors either way).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -18,7 +18,7 @@ use orchestrator_actors::messages::queues::*;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
-use crate::report::Reporter;
+use crate::report::{RangeProgress, Reporter};
 use crate::wiring;
 
 /// Everything checked before any actor starts, so a bad setting is one
@@ -29,6 +29,8 @@ pub struct Plan {
     chain: RpcChain,
     /// The blocks a range run waits for, if this is one.
     range: Option<BTreeSet<u64>>,
+    /// How far the range run got, for whoever stops it early.
+    progress: RangeProgress,
 }
 
 /// The queues the actors talk through in this process.
@@ -110,8 +112,15 @@ impl Plan {
             settings,
             runner,
             chain,
+            progress: RangeProgress::of(range.as_ref()),
             range,
         })
+    }
+
+    /// How far this run got through its range (nothing to tell for an
+    /// open-ended run): a signal must not end an unfinished range with 0.
+    pub fn progress(&self) -> RangeProgress {
+        self.progress.clone()
     }
 
     /// Starts the actors. Call inside a running actix system. Running jobs
@@ -160,7 +169,7 @@ impl Plan {
             );
         }
 
-        let reporter = Reporter::new(s.json, self.range).start();
+        let reporter = Reporter::new(s.json, self.range, self.progress).start();
         pump(report_input, reporter.recipient());
         let matcher = ProofMatcher::new(
             edges.match_store(s).await?,
@@ -194,5 +203,25 @@ fn route(input: &str, output: &str, multiple_output: bool) -> Route {
         input: input.into(),
         output: output.into(),
         multiple_output,
+    }
+}
+
+/// Leaves NATS in `s` only when `--nats` was given on `run`'s command line
+/// (`flag_given`): a `NATS_URL` exported for the roles (or a `nats_url` in
+/// the config file) must not make a local run join a production stream as
+/// its own consumer. What is ignored is logged once, as a warning.
+pub fn nats_only_if_asked(s: &mut Settings, flag_given: bool, env: &HashMap<String, String>) {
+    if flag_given || s.nats_url.is_none() {
+        return;
+    }
+    s.nats_url = None;
+    if env.get("NATS_URL").is_some_and(|url| !url.is_empty()) {
+        tracing::warn!(
+            "NATS_URL is set in the environment but `orchestrator run` ignores it and runs on in-process queues; pass --nats URL to run with NATS at its edges"
+        );
+    } else {
+        tracing::warn!(
+            "nats_url is set in the config file but `orchestrator run` ignores it and runs on in-process queues; pass --nats URL to run with NATS at its edges"
+        );
     }
 }

@@ -1,11 +1,14 @@
 //! SIGTERM and Ctrl-C (SIGINT) stop `orchestrator run` cleanly while provers are running: the
-//! process exits 0 and takes its provers down with it, including the
-//! provers' own children (the whole process group), so nothing is orphaned.
+//! process takes its provers down with it, including the provers' own
+//! children (the whole process group), so nothing is orphaned. An
+//! open-ended run stopped so exits 0; a range run with blocks left exits
+//! 128 + the signal's number (143, 130) and says how many are left.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 
+use support::events::{self, Event};
 use support::{
     Anvil, RUN_TIMEOUT, RunBuilder, STOP_TIMEOUT, eventually, process_alive, prover_script,
 };
@@ -79,7 +82,8 @@ fn stop_leaves_no_orphans(test: &str, signal: i32) {
     }
     run.signal(signal);
     let status = run.wait_exit(STOP_TIMEOUT);
-    run.assert_exit_code(status, 0);
+    // A range run stopped before its end: 128 + the signal's number.
+    run.assert_exit_code(status, 128 + signal);
     run.assert_no_duplicates();
 
     let pids = recorded_pids(&pids_dir);
@@ -102,4 +106,63 @@ fn stop_leaves_no_orphans(test: &str, signal: i32) {
             "alive after the orchestrator stopped: {survivors:?} of {pids:?}"
         ));
     }
+}
+
+/// A range run of 10 blocks stopped by `signal` once one block is proved:
+/// the process exits with `expected` and its log says how many were left.
+fn stop_range_after_one_proof(test: &str, signal: i32, expected: i32) {
+    let anvil = Anvil::start();
+    anvil.finalize_up_to(10);
+    let mut run = RunBuilder::new(test, &anvil.url())
+        .args("--from 1 --to 10".split(' '))
+        .env("MOCK_PROVE_TIME_MS", "1500")
+        .spawn();
+    run.read_until(RUN_TIMEOUT, "a first proved block", |events| {
+        events.iter().any(|e| matches!(e, Event::Proved { .. }))
+    });
+    run.signal(signal);
+    let status = run.wait_exit(STOP_TIMEOUT);
+    run.assert_exit_code(status, expected);
+    let proved = events::proved(&run.events).len();
+    if proved >= 10 {
+        run.fail("the whole range was proved before the signal; the test proves nothing");
+    }
+    // The count is taken when the run stops, after the drain: at most as
+    // many left as the events showed unproved, and at least one.
+    let stderr = run.stderr();
+    let left = stderr
+        .split("range run stopped by a signal with ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    let said = stderr.contains("of 10 blocks left unproved");
+    if !said || !left.is_some_and(|n| (1..=10 - proved).contains(&n)) {
+        run.fail(&format!(
+            "no log line saying how many of the 10 blocks were left (read {left:?}, {proved} proved)"
+        ));
+    }
+}
+
+#[test]
+fn sigterm_mid_range_exits_non_zero_and_says_what_is_left() {
+    stop_range_after_one_proof("range-term", libc::SIGTERM, 143);
+}
+
+#[test]
+fn ctrl_c_mid_range_exits_non_zero() {
+    stop_range_after_one_proof("range-int", libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_ends_an_open_ended_run_with_0() {
+    let anvil = Anvil::start();
+    anvil.finalize_up_to(3);
+    let mut run = RunBuilder::new("open-ended-term", &anvil.url())
+        .args(["--from", "1"])
+        .spawn();
+    run.read_until(RUN_TIMEOUT, "a first proved block", |events| {
+        events.iter().any(|e| matches!(e, Event::Proved { .. }))
+    });
+    let status = run.stop();
+    run.assert_exit_code(status, 0);
 }

@@ -65,3 +65,33 @@ fn range_run_with_nats_edges() {
     let status = next.stop();
     next.assert_exit_code(status, 0);
 }
+
+/// `NATS_URL` exported in the shell (as for the roles) is not `--nats`:
+/// `run` warns that it ignores it and proves its range on in-process queues.
+/// Here it points at a port nothing listens on, so a run that used it would
+/// never get to a proof.
+#[test]
+fn nats_url_in_the_environment_does_not_make_run_use_nats() {
+    let (from, to) = (1, 4);
+    let closed = format!("nats://127.0.0.1:{}", support::node::free_port());
+    let (run, status) = support::run_range("run-ignores-nats-url", from, to, |run| {
+        run.env("NATS_URL", &closed)
+    });
+    run.assert_exit_code(status, 0);
+    run.assert_outcome(&sampled(from, to, 1), "mock-prover", &BTreeSet::new());
+    let stderr = run.stderr();
+    let warned = stderr
+        .lines()
+        .filter(|line| {
+            line.contains("NATS_URL is set in the environment but `orchestrator run` ignores it")
+        })
+        .count();
+    if warned != 1 {
+        run.fail(&format!(
+            "expected one warning that NATS_URL is ignored, got {warned}"
+        ));
+    }
+    if stderr.contains("nats=true") {
+        run.fail("the run started with NATS at its edges");
+    }
+}

@@ -214,7 +214,7 @@ pub const SETTINGS: &[SettingDoc] = &[
         template: false,
         flag: Some("work-dir"),
         default: Text("`$TMPDIR/orchestrator-jobs`"),
-        meaning: "where job input/output files live (removed after each job)",
+        meaning: "where job input/output files live (removed after each job; those of a killed process at the next start)",
         table: Main,
     },
     SettingDoc {

@@ -59,15 +59,18 @@ impl ProofMatcher {
         self
     }
 
+    /// The event `delivery` carries, or why it is malformed: a reason of
+    /// bounded size that never repeats the payload (the dead letter holds
+    /// it once; a serde error may quote a whole string value).
     fn parse(&self, delivery: &Delivery) -> Result<Event, String> {
         if delivery.queue == self.blocks_queue {
             return serde_json::from_slice(&delivery.payload)
                 .map(Event::Block)
-                .map_err(|e| format!("not a block number: {e}"));
+                .map_err(|e| malformed("not a block number", &delivery.payload, &e));
         }
         serde_json::from_slice(&delivery.payload)
             .map(Event::Proof)
-            .map_err(|e| format!("not a block proof: {e}"))
+            .map_err(|e| malformed("not a block proof", &delivery.payload, &e))
     }
 }
 
@@ -86,9 +89,15 @@ impl Handler<Inbound> for ProofMatcher {
             let event = match event {
                 Ok(event) => event,
                 Err(reason) => {
-                    tracing::warn!(id = %delivery.id, queue = %delivery.queue, %reason, "malformed message dead-lettered");
-                    if let Err(error) = delivery.ack.reject(&reason).await {
-                        tracing::warn!(%error, "could not dead-letter a malformed message");
+                    let (id, queue, bytes) =
+                        (&delivery.id, &delivery.queue, delivery.payload.len());
+                    match delivery.ack.reject(&reason).await {
+                        Ok(()) => {
+                            tracing::warn!(%id, %queue, bytes, %reason, "malformed message dead-lettered")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%id, %queue, bytes, %reason, %error, "could not dead-letter a malformed message; it will be delivered again")
+                        }
                     }
                     return;
                 }
@@ -147,6 +156,36 @@ async fn apply(
         tracing::info!(block, provers = ?record.provers, "block proved by every expected prover");
     }
     Ok(())
+}
+
+/// The most bytes of a payload or of a parser's message quoted in a reason
+/// or a log line.
+pub(crate) const EXCERPT_BYTES: usize = 200;
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked when
+/// cut.
+pub(crate) fn excerpt(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes in all]", &text[..end], text.len()).into()
+}
+
+/// Why `payload` is malformed, as `what` plus the parser's error, both
+/// bounded: a serde error quotes string values whole, which for a large
+/// payload would put the payload into the reason a second time.
+pub(crate) fn malformed(what: &str, payload: &[u8], error: &serde_json::Error) -> String {
+    let head = String::from_utf8_lossy(&payload[..payload.len().min(EXCERPT_BYTES)]);
+    format!(
+        "{what}: {} (payload of {} bytes starting {:?})",
+        excerpt(&error.to_string(), EXCERPT_BYTES),
+        payload.len(),
+        excerpt(&head, EXCERPT_BYTES)
+    )
 }
 
 fn now_ms() -> u64 {

@@ -168,11 +168,23 @@ impl Handler<Inbound> for StepCollector {
         let step = match parsed {
             Ok(step) => step,
             Err(e) => {
-                let reason = format!(
-                    "not a step proof ({e}); expected {{\"data\",\"task_id\",\"group_id\"}}"
+                let reason = super::proof_matcher::malformed(
+                    "not a step proof; expected {\"data\",\"task_id\",\"group_id\"}",
+                    &delivery.payload,
+                    &e,
                 );
-                tracing::warn!(id = %delivery.id, %reason, "malformed step proof dead-lettered");
-                return settle_now(self, async move { delivery.ack.reject(&reason).await });
+                let (id, bytes) = (delivery.id.clone(), delivery.payload.len());
+                let work = async move {
+                    match delivery.ack.reject(&reason).await {
+                        Ok(()) => {
+                            tracing::warn!(%id, bytes, %reason, "malformed step proof dead-lettered")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%id, bytes, %reason, %error, "could not dead-letter a malformed step proof; it will be delivered again")
+                        }
+                    }
+                };
+                return AtomicResponse::new(Box::pin(work.into_actor(self)));
             }
         };
         let key = match &step.group_id {

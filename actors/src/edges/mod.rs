@@ -216,10 +216,15 @@ impl JobFailure {
 
 impl JobFailure {
     /// Whether running the same job again cannot help: the prover answered,
-    /// but with output no consumer can use. Such a job is dead-lettered at
-    /// once instead of burning GPU hours on identical retries.
+    /// but with output no consumer can use, or it exited with code 3, which
+    /// the contract (and prover-sdk) reserves for "input unreadable or
+    /// invalid". Such a job is dead-lettered at once instead of burning GPU
+    /// hours on identical retries.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, JobFailure::InvalidOutput { .. })
+        matches!(
+            self,
+            JobFailure::InvalidOutput { .. } | JobFailure::Exit { code: 3, .. }
+        )
     }
 }
 

@@ -46,11 +46,14 @@ pub(super) async fn settle(
         return (reject(&delivery, &reason).await, false);
     };
     if delivery.attempt > config.max_attempts {
-        // Only a crash of this process mid-job gets a message here: do not
-        // let a message that kills its prover's host loop forever.
+        // Only a delivery that was never settled with a result gets here (a
+        // host killed mid-job, a hand-back at shutdown, a dead letter that
+        // could not be published): do not let a message that kills its
+        // prover's host loop forever. The causes were logged by the hosts
+        // that ran it; this one cannot know them.
         let reason = format!(
-            "delivered {} times, more than the {} attempts allowed; earlier attempts ended without an answer",
-            delivery.attempt, config.max_attempts
+            "delivered {} times, more than the {} attempts allowed, so not run again; no earlier delivery ended with a result this host could see (a host stopped or crashed while proving it, handed it back at shutdown, or could not dead-letter it): the causes are in the logs of the hosts that ran job {}",
+            delivery.attempt, config.max_attempts, delivery.id
         );
         return (reject(&delivery, &reason).await, false);
     }

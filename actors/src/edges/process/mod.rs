@@ -52,8 +52,13 @@ pub struct ProcessRunner {
 impl ProcessRunner {
     /// A runner for `binary` (a path, or a name looked up on `PATH`) that
     /// keeps job files under `work_dir` and kills a job after `timeout`.
+    ///
+    /// Job directories left in `work_dir` by a process that is gone (an
+    /// orchestrator killed with `kill -9` gets no chance to remove them)
+    /// are removed here, before this runner starts any job.
     pub fn new(binary: &Path, work_dir: PathBuf, timeout: Duration) -> Result<Self, BinaryError> {
         let binary = resolve_binary(binary)?;
+        remove_stale_job_dirs(&work_dir);
         Ok(Self {
             binary,
             work_dir,
@@ -192,6 +197,61 @@ impl JobRunner for ProcessRunner {
         let _cleanup = JobDir(dir.clone());
         self.run_in(&dir, job).await
     }
+}
+
+/// Removes the job directories (`<job>.<pid>.<run>`, see
+/// [`ProcessRunner::run`]) in `work_dir` whose process is gone, or is this
+/// one: a runner is made before its process runs any job, so a directory
+/// with this process's pid is left by an earlier process that had the same
+/// pid (pid 1 in a restarted container). A directory of a live process is
+/// kept: another orchestrator may share the work dir. Nothing else in
+/// `work_dir` is touched, and a failure is only logged.
+fn remove_stale_job_dirs(work_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    let own = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(job_dir_pid) else {
+            continue;
+        };
+        if pid != own && process_exists(pid) || !entry.path().is_dir() {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove a stale job directory")
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, work_dir = %work_dir.display(), "removed job directories left by stopped processes");
+    }
+}
+
+/// The pid in a job directory's name `<job>.<pid>.<run>`, if it is one
+/// (`<job>` is a [`super::safe_name`], so it holds no dot).
+fn job_dir_pid(name: &str) -> Option<u32> {
+    let mut parts = name.split('.');
+    let (job, pid, run) = (parts.next()?, parts.next()?, parts.next()?);
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if parts.next().is_some() || job.is_empty() || !all_digits(pid) || !all_digits(run) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether a process with `pid` exists (ours or another user's).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The pipe readers of one job; aborted if the job is dropped midway.
