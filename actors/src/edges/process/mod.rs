@@ -22,6 +22,10 @@ pub use output::MAX_LINE_BYTES;
 /// How long the pipes are still read once the prover has exited and its
 /// process group was killed: a helper that left the group may hold them open.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// Set in every prover's environment to a value unique to its run. A helper
+/// that left the prover's process group (`setsid`) still inherits it, so the
+/// run's end finds and kills it too.
+const JOB_TAG_VAR: &str = "ORCHESTRATOR_JOB_TAG";
 
 /// Why a prover binary cannot be used at all. Reported once, at start.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -82,6 +86,9 @@ impl ProcessRunner {
     async fn run_in(&self, dir: &Path, job: &Job) -> Result<Vec<u8>, JobFailure> {
         let input_path = dir.join("input.json");
         let output_path = dir.join("output.json");
+        // The job directory is this run's alone (its name holds our pid and
+        // the runner's run count), so its path tags the run.
+        let tag = dir.display().to_string();
         tokio::fs::write(&input_path, &job.input)
             .await
             .map_err(|e| io_failure(&input_path, e))?;
@@ -93,6 +100,7 @@ impl ProcessRunner {
             .arg("--output-path")
             .arg(&output_path)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env(JOB_TAG_VAR, &tag)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -114,7 +122,10 @@ impl ProcessRunner {
             binary: self.binary.display().to_string(),
             reason: e.to_string(),
         })?;
-        let group = child.id().map(|pid| GroupGuard(pid as i32));
+        let group = child.id().map(|pid| GroupGuard {
+            pgid: pid as i32,
+            tag: tag.clone(),
+        });
         let tags = LineTags {
             job: job.id.clone(),
             slot: job.slot,
@@ -290,13 +301,51 @@ impl Drop for JobDir {
     }
 }
 
-/// Kills a prover's process group when dropped: on exit, timeout, or when the
-/// job's future is dropped at shutdown.
-struct GroupGuard(i32);
+/// Kills a prover's process group, and every process that carries its run's
+/// tag, when dropped: on exit, timeout, or when the job's future is dropped
+/// at shutdown.
+struct GroupGuard {
+    pgid: i32,
+    tag: String,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        kill_group(self.0);
+        kill_group(self.pgid);
+        kill_tagged(&self.tag);
+    }
+}
+
+/// Kills every process whose environment holds `JOB_TAG_VAR=tag`: helpers
+/// that left the prover's process group. One that cleared its environment
+/// escapes; nothing short of a cgroup would catch it.
+fn kill_tagged(tag: &str) {
+    let wanted = format!("{JOB_TAG_VAR}={tag}");
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in processes.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Other users' processes are unreadable, and not ours to kill.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            // SAFETY: kill(2) of a process that carries this run's tag, so
+            // one the prover started; no memory is touched.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 
@@ -487,6 +536,37 @@ mod tests {
             r.run(&job(b"1")).await.unwrap(),
             format!("\"{inherited}\"").as_bytes()
         );
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_left_the_process_group_dies_with_the_job() {
+        let dir = temp_dir("setsid");
+        let pidfile = dir.join("helper.pid");
+        let body = format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 30' & sleep 30",
+            pidfile.display()
+        );
+        let failure = runner(&dir, &body, 1000).run(&job(b"1")).await.unwrap_err();
+        assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut gone = false;
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            if stat.map_or(true, |s| s.contains(") Z ")) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !gone {
+            // SAFETY: clean up the helper this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        assert!(gone, "the setsid helper {pid} outlived its job");
     }
 
     #[test]
