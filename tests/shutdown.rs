@@ -166,3 +166,49 @@ fn sigterm_ends_an_open_ended_run_with_0() {
     let status = run.stop();
     run.assert_exit_code(status, 0);
 }
+
+/// `kill -9` of the orchestrator: no guard runs, so only the kernel
+/// (`PR_SET_PDEATHSIG`) can take the provers down. Their own children are
+/// out of its reach; the test's cleanup kills those.
+#[test]
+fn provers_die_with_an_orchestrator_killed_outright() {
+    let anvil = Anvil::start();
+    anvil.finalize_up_to(10);
+    let builder = RunBuilder::new("kill9", &anvil.url());
+    let pids_dir = builder.dir().join("pids");
+    std::fs::create_dir(&pids_dir).expect("pids dir");
+    let mut run = builder
+        .arg_path("--binary", &prover_script("orphan-prover.sh"))
+        .args("--workers 2 --from 1 --to 10 --job-timeout 10m".split(' '))
+        .env("PIDS_DIR", &pids_dir)
+        .spawn();
+    let _cleanup = KillLeftovers(pids_dir.clone());
+    eventually(RUN_TIMEOUT, || {
+        recorded_pids(&pids_dir).len() == 4 || !run.is_running()
+    });
+    if !run.is_running() {
+        run.fail("exited before both provers were running");
+    }
+    run.signal(libc::SIGKILL);
+    let status = run.wait_exit(STOP_TIMEOUT);
+    if status.code().is_some() {
+        run.fail(&format!("expected death by SIGKILL, got {status}"));
+    }
+    // Each file holds "<prover pid> <its sleep's pid>": the provers are the
+    // first of each pair.
+    let provers: Vec<u32> = recorded_pids(&pids_dir).into_iter().step_by(2).collect();
+    let mut survivors = Vec::new();
+    let all_dead = eventually(STOP_TIMEOUT, || {
+        survivors = provers
+            .iter()
+            .copied()
+            .filter(|&pid| process_alive(pid))
+            .collect();
+        survivors.is_empty()
+    });
+    if !all_dead {
+        run.fail(&format!(
+            "provers {survivors:?} outlived an orchestrator killed with SIGKILL"
+        ));
+    }
+}

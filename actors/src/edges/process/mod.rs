@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use nix::errno::Errno;
+use nix::sys::prctl;
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
 use thiserror::Error;
 use tokio::process::Command;
 
@@ -109,12 +113,13 @@ impl ProcessRunner {
         if let Some(gpu) = &job.gpu {
             command.env("CUDA_VISIBLE_DEVICES", gpu);
         }
-        // SAFETY: prctl(2) is async-signal-safe and touches no memory of the
-        // parent; it makes the kernel kill the prover if the orchestrator is
-        // killed outright (kill -9), when no guard gets to run.
+        // SAFETY: the hook only calls prctl(2), which is async-signal-safe and
+        // touches no memory of the parent; it makes the kernel kill the
+        // prover if the orchestrator is killed outright (kill -9), when no
+        // guard gets to run.
         unsafe {
             command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                prctl::set_pdeathsig(Signal::SIGKILL)?;
                 Ok(())
             });
         }
@@ -257,12 +262,14 @@ fn job_dir_pid(name: &str) -> Option<u32> {
 
 /// Whether a process with `pid` exists (ours or another user's).
 fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    // SAFETY: signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    // No signal: only whether the process exists (EPERM: it does, not ours).
+    matches!(
+        signal::kill(Pid::from_raw(pid), None),
+        Ok(()) | Err(Errno::EPERM)
+    )
 }
 
 /// The pipe readers of one job; aborted if the job is dropped midway.
@@ -340,21 +347,15 @@ fn kill_tagged(tag: &str) {
             .split(|&b| b == 0)
             .any(|var| var == wanted.as_bytes())
         {
-            // SAFETY: kill(2) of a process that carries this run's tag, so
-            // one the prover started; no memory is touched.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // It carries this run's tag, so the prover started it.
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
 
 fn kill_group(pgid: i32) {
-    // SAFETY: kill(2) with a negative pid signals a process group; pgid is a
-    // group this process created for a child, and the call has no memory effects.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    // A group this process created for a child; gone already is fine.
+    let _ = signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
 fn io_failure(path: &Path, e: std::io::Error) -> JobFailure {
