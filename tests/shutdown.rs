@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use support::events::{self, Event};
 use support::{
-    Anvil, RUN_TIMEOUT, RunBuilder, STOP_TIMEOUT, eventually, process_alive, prover_script,
+    Anvil, Orchestrator, RUN_TIMEOUT, RunBuilder, STOP_TIMEOUT, eventually, process_alive,
+    prover_script,
 };
 
 /// The pids `tests/provers/orphan-prover.sh` recorded in `dir`: per job, the
@@ -59,7 +60,10 @@ fn ctrl_c_leaves_no_orphans() {
 }
 
 /// Stops a run with `signal` while two provers and their children run.
-fn stop_leaves_no_orphans(test: &str, signal: i32) {
+/// A range run with two `orphan-prover.sh` jobs running, each a prover shell
+/// and its `sleep`; with the pids dir and the guard that kills leftovers.
+/// The anvil node must outlive the run, so it is returned too.
+fn run_with_two_orphan_provers(test: &str) -> (Anvil, Orchestrator, PathBuf, KillLeftovers) {
     let anvil = Anvil::start();
     anvil.finalize_up_to(10);
     let builder = RunBuilder::new(test, &anvil.url());
@@ -70,16 +74,19 @@ fn stop_leaves_no_orphans(test: &str, signal: i32) {
         .args("--workers 2 --from 1 --to 10 --job-timeout 10m".split(' '))
         .env("PIDS_DIR", &pids_dir)
         .spawn();
-    // Declared after `run`, so it runs before `run`'s temp dir is removed.
-    let _cleanup = KillLeftovers(pids_dir.clone());
-
-    // Two jobs, each a prover shell and its sleep.
+    let cleanup = KillLeftovers(pids_dir.clone());
     eventually(RUN_TIMEOUT, || {
         recorded_pids(&pids_dir).len() == 4 || !run.is_running()
     });
     if !run.is_running() {
         run.fail("exited before both provers were running");
     }
+    (anvil, run, pids_dir, cleanup)
+}
+
+fn stop_leaves_no_orphans(test: &str, signal: i32) {
+    // The cleanup guard is dropped before `run`, whose temp dir holds the pids.
+    let (_anvil, mut run, pids_dir, _cleanup) = run_with_two_orphan_provers(test);
     run.signal(signal);
     let status = run.wait_exit(STOP_TIMEOUT);
     // A range run stopped before its end: 128 + the signal's number.
@@ -172,23 +179,7 @@ fn sigterm_ends_an_open_ended_run_with_0() {
 /// out of its reach; the test's cleanup kills those.
 #[test]
 fn provers_die_with_an_orchestrator_killed_outright() {
-    let anvil = Anvil::start();
-    anvil.finalize_up_to(10);
-    let builder = RunBuilder::new("kill9", &anvil.url());
-    let pids_dir = builder.dir().join("pids");
-    std::fs::create_dir(&pids_dir).expect("pids dir");
-    let mut run = builder
-        .arg_path("--binary", &prover_script("orphan-prover.sh"))
-        .args("--workers 2 --from 1 --to 10 --job-timeout 10m".split(' '))
-        .env("PIDS_DIR", &pids_dir)
-        .spawn();
-    let _cleanup = KillLeftovers(pids_dir.clone());
-    eventually(RUN_TIMEOUT, || {
-        recorded_pids(&pids_dir).len() == 4 || !run.is_running()
-    });
-    if !run.is_running() {
-        run.fail("exited before both provers were running");
-    }
+    let (_anvil, mut run, pids_dir, _cleanup) = run_with_two_orphan_provers("kill9");
     run.signal(libc::SIGKILL);
     let status = run.wait_exit(STOP_TIMEOUT);
     if status.code().is_some() {

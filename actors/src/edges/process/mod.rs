@@ -468,25 +468,39 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn timeout_kills_the_whole_process_group() {
-        let dir = temp_dir("timeout");
-        let pidfile = dir.join("grandchild.pid");
-        let body = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let failure = runner(&dir, &body, 500).run(&job(b"1")).await.unwrap_err();
+    /// Runs `body` (which writes a process's pid to the file named by its
+    /// `{pidfile}`) past a short job timeout, then asserts that process is
+    /// gone soon after; kills it if not, so a red test leaves nothing behind.
+    async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
+        let dir = temp_dir(name);
+        let pidfile = dir.join("process.pid");
+        let body = body.replace("{pidfile}", &pidfile.display().to_string());
+        let failure = runner(&dir, &body, 1000).run(&job(b"1")).await.unwrap_err();
         assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.contains(") Z "))
-            .unwrap_or(true);
-        assert!(!alive || zombie, "grandchild {pid} outlived the timeout");
+        let mut gone = false;
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            if stat.map_or(true, |s| s.contains(") Z ")) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !gone {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        assert!(gone, "{what} {pid} outlived its job");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_whole_process_group() {
+        let body = "sleep 30 & echo $! > {pidfile}; wait";
+        a_timed_out_job_leaves_no("the grandchild", "timeout", body).await;
     }
 
     #[tokio::test]
@@ -541,33 +555,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_helper_that_left_the_process_group_dies_with_the_job() {
-        let dir = temp_dir("setsid");
-        let pidfile = dir.join("helper.pid");
-        let body = format!(
-            "setsid sh -c 'echo $$ > {}; exec sleep 30' & sleep 30",
-            pidfile.display()
-        );
-        let failure = runner(&dir, &body, 1000).run(&job(b"1")).await.unwrap_err();
-        assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let mut gone = false;
-        for _ in 0..100 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-            if stat.map_or(true, |s| s.contains(") Z ")) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if !gone {
-            // SAFETY: clean up the helper this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        assert!(gone, "the setsid helper {pid} outlived its job");
+        let body = "setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 30";
+        a_timed_out_job_leaves_no("the setsid helper", "setsid", body).await;
     }
 
     #[test]
