@@ -99,20 +99,7 @@ fn stop_leaves_no_orphans(test: &str, signal: i32) {
             "expected 4 recorded pids (2 provers, 2 sleeps), got {pids:?}"
         ));
     }
-    let mut survivors = Vec::new();
-    let all_dead = eventually(STOP_TIMEOUT, || {
-        survivors = pids
-            .iter()
-            .copied()
-            .filter(|&pid| process_alive(pid))
-            .collect();
-        survivors.is_empty()
-    });
-    if !all_dead {
-        run.fail(&format!(
-            "alive after the orchestrator stopped: {survivors:?} of {pids:?}"
-        ));
-    }
+    assert_all_die(&run, &pids, "alive after the orchestrator stopped");
 }
 
 /// A range run of 10 blocks stopped by `signal` once one block is proved:
@@ -188,9 +175,18 @@ fn provers_die_with_an_orchestrator_killed_outright() {
     // Each file holds "<prover pid> <its sleep's pid>": the provers are the
     // first of each pair.
     let provers: Vec<u32> = recorded_pids(&pids_dir).into_iter().step_by(2).collect();
+    assert_all_die(
+        &run,
+        &provers,
+        "provers outlived an orchestrator killed with SIGKILL",
+    );
+}
+
+/// Fails the run with `what` unless every one of `pids` is gone soon.
+fn assert_all_die(run: &Orchestrator, pids: &[u32], what: &str) {
     let mut survivors = Vec::new();
     let all_dead = eventually(STOP_TIMEOUT, || {
-        survivors = provers
+        survivors = pids
             .iter()
             .copied()
             .filter(|&pid| process_alive(pid))
@@ -198,8 +194,6 @@ fn provers_die_with_an_orchestrator_killed_outright() {
         survivors.is_empty()
     });
     if !all_dead {
-        run.fail(&format!(
-            "provers {survivors:?} outlived an orchestrator killed with SIGKILL"
-        ));
+        run.fail(&format!("{what}: {survivors:?} of {pids:?}"));
     }
 }

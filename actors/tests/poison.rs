@@ -115,34 +115,26 @@ async fn dead_letters_bounded(queue: &str, start: impl FnOnce(&LocalBus)) {
     );
 }
 
+/// A proof matcher reading `blocks` and `block_proofs` on `bus`.
+fn start_matcher(bus: &LocalBus) {
+    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
+    let matcher = ProofMatcher::new(
+        Arc::new(MemoryMatchStore::default()),
+        Arc::new(bus.clone()),
+        vec![],
+    )
+    .start();
+    pump(Box::new(input), matcher.recipient());
+}
+
 #[actix_rt::test]
 async fn matcher_dead_letters_a_large_poison_message_with_a_bounded_reason() {
-    dead_letters_bounded(queues::BLOCKS, |bus| {
-        let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
-        let matcher = ProofMatcher::new(
-            Arc::new(MemoryMatchStore::default()),
-            Arc::new(bus.clone()),
-            vec![],
-        )
-        .start();
-        pump(Box::new(input), matcher.recipient());
-    })
-    .await;
+    dead_letters_bounded(queues::BLOCKS, start_matcher).await;
 }
 
 #[actix_rt::test]
 async fn matcher_dead_letters_a_large_poison_proof_with_a_bounded_reason() {
-    dead_letters_bounded(queues::BLOCK_PROOFS, |bus| {
-        let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
-        let matcher = ProofMatcher::new(
-            Arc::new(MemoryMatchStore::default()),
-            Arc::new(bus.clone()),
-            vec![],
-        )
-        .start();
-        pump(Box::new(input), matcher.recipient());
-    })
-    .await;
+    dead_letters_bounded(queues::BLOCK_PROOFS, start_matcher).await;
 }
 
 #[actix_rt::test]
