@@ -21,13 +21,11 @@ use cli::{Cli, Command, LogFormat, ProofAction, ProofArgs};
 use orchestrator_actors::shutdown::Shutdown;
 use report::{Progress, RangeProgress};
 use roles::Role;
+use tokio::signal::unix::SignalKind;
 use tracing_subscriber::EnvFilter;
 
 /// How long a stopping process waits for its running jobs to be handed back.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-/// The numbers of the signals that stop a run (the same on every Unix).
-const SIGINT: i32 = 2;
-const SIGTERM: i32 = 15;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -151,17 +149,16 @@ fn install_crypto_provider() {
 /// finished one. Call inside the system.
 fn stop_on_signal(shutdown: Shutdown, progress: RangeProgress) {
     actix::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::error!(%error, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
         let signal = tokio::select! {
-            _ = tokio::signal::ctrl_c() => SIGINT,
-            _ = term.recv() => SIGTERM,
+            _ = tokio::signal::ctrl_c() => SignalKind::interrupt().as_raw_value(),
+            _ = term.recv() => SignalKind::terminate().as_raw_value(),
         };
         tracing::info!("signal received; stopping");
         let system = actix::System::current();
