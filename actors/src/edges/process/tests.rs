@@ -1,0 +1,188 @@
+//! The child-process edge against real shell provers: the contract, failures,
+//! timeouts that kill whole process groups and escaped helpers, streamed output.
+
+use super::*;
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn runner(dir: &Path, body: &str, timeout_ms: u64) -> ProcessRunner {
+    let bin = script(dir, "prover.sh", body);
+    ProcessRunner::new(&bin, dir.join("work"), Duration::from_millis(timeout_ms)).unwrap()
+}
+
+fn job(input: &[u8]) -> Job {
+    Job {
+        id: "block-1".into(),
+        input: input.to_vec(),
+        slot: 0,
+        gpu: None,
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("orch-process-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn contract_input_is_passed_byte_for_byte() {
+    let dir = temp_dir("ok");
+    let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
+    assert_eq!(r.run(&job(b"23839700")).await.unwrap(), b"23839700");
+    assert!(
+        std::fs::read_dir(dir.join("work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "job dir left behind"
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_signals_and_output_map_to_failures() {
+    let dir = temp_dir("fail");
+    let exit = runner(&dir, "echo boom >&2; exit 3", 5000)
+        .run(&job(b"1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        exit,
+        JobFailure::Exit {
+            code: 3,
+            stderr: "boom".into()
+        }
+    );
+    let killed = runner(&dir, "kill -9 $$", 5000)
+        .run(&job(b"1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(killed, JobFailure::Killed { signal: 9, .. }),
+        "{killed:?}"
+    );
+    assert!(killed.needs_new_worker());
+    let missing = runner(&dir, "exit 0", 5000)
+        .run(&job(b"1"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing, JobFailure::MissingOutput);
+    let invalid = runner(&dir, r#"echo '{oops' > "$4""#, 5000)
+        .run(&job(b"1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(invalid, JobFailure::InvalidOutput { .. }),
+        "{invalid:?}"
+    );
+}
+
+/// Runs `body` (which writes a process's pid to the file named by its
+/// `{pidfile}`) past a short job timeout, then asserts that process is
+/// gone soon after; kills it if not, so a red test leaves nothing behind.
+async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
+    let dir = temp_dir(name);
+    let pidfile = dir.join("process.pid");
+    let body = body.replace("{pidfile}", &pidfile.display().to_string());
+    let failure = runner(&dir, &body, 1000).run(&job(b"1")).await.unwrap_err();
+    assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+        if stat.map_or(true, |s| s.contains(") Z ")) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !gone {
+        let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    assert!(gone, "{what} {pid} outlived its job");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let body = "sleep 30 & echo $! > {pidfile}; wait";
+    a_timed_out_job_leaves_no("the grandchild", "timeout", body).await;
+}
+
+#[tokio::test]
+async fn a_prover_logging_long_after_start_is_read_to_the_end() {
+    let dir = temp_dir("chatty");
+    // Past the old 2-second read window, on both pipes, then the output.
+    let chatter = r#"i=0; while [ $i -lt 30 ]; do echo "out $i"; echo "err $i" >&2; sleep 0.1; i=$((i+1)); done
+        echo "last words" >&2"#;
+    let r = runner(&dir, &format!(r#"{chatter}; cp "$2" "$4""#), 20_000);
+    assert_eq!(r.run(&job(b"7")).await.unwrap(), b"7");
+    let failing = runner(&dir, &format!("{chatter}; exit 1"), 20_000);
+    let JobFailure::Exit { stderr, .. } = failing.run(&job(b"7")).await.unwrap_err() else {
+        panic!("expected an exit failure");
+    };
+    assert!(stderr.ends_with("err 29\nlast words"), "{stderr}");
+}
+
+#[tokio::test]
+async fn megabytes_of_output_keep_a_bounded_tail() {
+    let dir = temp_dir("flood");
+    let body = r#"head -c 20000000 /dev/zero | tr '\0' 'x'; yes progress | head -n 200000 >&2; echo done >&2; exit 1"#;
+    let failure = runner(&dir, body, 60_000)
+        .run(&job(b"1"))
+        .await
+        .unwrap_err();
+    let JobFailure::Exit { stderr, .. } = failure else {
+        panic!("expected an exit failure, got {failure:?}");
+    };
+    assert!(stderr.len() <= 2048, "tail of {} bytes", stderr.len());
+    assert!(stderr.ends_with("progress\ndone"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_child_sees_only_its_gpu() {
+    let dir = temp_dir("gpu");
+    let r = runner(
+        &dir,
+        r#"printf '"%s"' "$CUDA_VISIBLE_DEVICES" > "$4""#,
+        5000,
+    );
+    let on_gpu = Job {
+        gpu: Some("3".into()),
+        ..job(b"1")
+    };
+    assert_eq!(r.run(&on_gpu).await.unwrap(), br#""3""#);
+    let inherited = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default();
+    assert_eq!(
+        r.run(&job(b"1")).await.unwrap(),
+        format!("\"{inherited}\"").as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn a_helper_that_left_the_process_group_dies_with_the_job() {
+    let body = "setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 30";
+    a_timed_out_job_leaves_no("the setsid helper", "setsid", body).await;
+}
+
+#[test]
+fn unusable_binaries_are_refused_at_start() {
+    let dir = temp_dir("bins");
+    let missing =
+        ProcessRunner::new(&dir.join("nope"), dir.clone(), Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(missing, BinaryError::NotFound(_)));
+    let plain = dir.join("plain");
+    std::fs::write(&plain, "x").unwrap();
+    let not_exec = ProcessRunner::new(&plain, dir.clone(), Duration::from_secs(1)).unwrap_err();
+    assert!(not_exec.to_string().contains("chmod +x"), "{not_exec}");
+    assert!(ProcessRunner::new(Path::new("sh"), dir, Duration::from_secs(1)).is_ok());
+}
