@@ -60,9 +60,7 @@ fn provers_with_one_consumer_name_split_the_blocks() {
     let _miner = cluster.miner();
     let mut completed = cluster.tap("completed_proofs");
 
-    let proofs = cluster.await_completed(&mut completed, &window, 1);
-    let blocks = proofs.iter().map(|p| p.block);
-    cluster.check(each_block_exactly("completed_proofs", &window, blocks, 1));
+    cluster.await_completed_once(&mut completed, &window);
     let per_prover = blocks_proved_by(&cluster, &provers, &window);
     let all = per_prover.iter().flatten().copied();
     cluster.check(each_block_exactly(
@@ -174,9 +172,7 @@ fn multistep_template_layout_completes_each_block_once() {
     let mut completed = cluster.tap("completed_proofs");
     let mut collected = cluster.tap("collected_step_proofs");
 
-    let proofs = cluster.await_completed(&mut completed, &window, 1);
-    let blocks = proofs.iter().map(|p| p.block);
-    cluster.check(each_block_exactly("completed_proofs", &window, blocks, 1));
+    cluster.await_completed_once(&mut completed, &window);
 
     cluster.check(collected.read_for(LINGER));
     let groups = cluster.check(step_groups(&collected.records, 10));

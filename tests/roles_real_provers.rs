@@ -21,14 +21,6 @@ use nats_support::role::log_field;
 use nats_support::{BACKLOG, Cluster, LINGER, Role, RoleProcess, mock_bin};
 use support::prover_script;
 
-/// Checks that every block of `window` is completed exactly once.
-fn completed_once(cluster: &Cluster, window: &Range<u64>) {
-    let mut completed = cluster.tap("completed_proofs");
-    let proofs = cluster.await_completed(&mut completed, window, 1);
-    let blocks = proofs.iter().map(|p| p.block);
-    cluster.check(each_block_exactly("completed_proofs", window, blocks, 1));
-}
-
 #[test]
 fn a_prover_logging_for_seconds_proves_each_block_once_and_its_lines_reach_the_log() {
     let cluster = Cluster::start("real-chatty");
@@ -43,7 +35,7 @@ fn a_prover_logging_for_seconds_proves_each_block_once_and_its_lines_reach_the_l
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&window_watcher(&window));
 
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     let lines = prover.log_lines();
     for block in window.clone() {
         let job = format!("block-{block}");
@@ -148,7 +140,7 @@ fn a_three_megabyte_proof_is_completed_once_and_read_back_byte_for_byte() {
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&window_watcher(&window));
 
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     proof_get_returns_what_was_written(&cluster, &window, &kept, BYTES);
     // Over NATS's 1 MiB max_payload: it can only have travelled as an object.
     let mut block_proofs = cluster.tap("block_proofs");
@@ -206,7 +198,7 @@ fn a_multistep_group_over_a_megabyte_is_collected_and_its_aggregate_read_back() 
     .map(|role| cluster.spawn(role))
     .collect();
 
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     let mut collected = cluster.tap("collected_step_proofs");
     cluster.check(collected.read_for(LINGER));
     let groups = cluster.check(step_groups(&collected.records, 10));

@@ -7,19 +7,11 @@
 mod nats_support;
 mod support;
 
-use nats_support::checks::{each_block_exactly, window};
+use nats_support::checks::window;
 use nats_support::layout::{mock_prover, proof_matcher, window_watcher};
 use nats_support::role::log_field;
 use nats_support::{BACKLOG, Cluster, RoleProcess};
 use support::STOP_TIMEOUT;
-
-/// Checks that every block of `window` is completed exactly once.
-fn completed_once(cluster: &Cluster, window: &std::ops::Range<u64>) {
-    let mut completed = cluster.tap("completed_proofs");
-    let proofs = cluster.await_completed(&mut completed, window, 1);
-    let blocks = proofs.iter().map(|p| p.block);
-    cluster.check(each_block_exactly("completed_proofs", window, blocks, 1));
-}
 
 /// Waits until `prover` has started the prover binary for `job`.
 fn await_started(cluster: &Cluster, prover: &RoleProcess, job: &str) {
@@ -48,7 +40,7 @@ fn a_publish_failing_after_the_proof_is_retried_without_proving_again() {
     });
     cluster.nats.restart();
 
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     let runs = prover.prover_runs(&job);
     if runs != 1 {
         cluster.fail(&format!(
@@ -85,7 +77,7 @@ fn a_prover_stopped_by_sigterm_hands_its_running_job_to_another_host_at_once() {
         cluster.fail("prover-a still running after SIGTERM");
     }
     await_started(&cluster, &prover_b, &job);
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     let runs = [prover_a.prover_runs(&job), prover_b.prover_runs(&job)];
     if runs != [1, 1] {
         cluster.fail(&format!(

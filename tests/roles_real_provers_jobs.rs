@@ -14,14 +14,6 @@ use nats_support::layout::{mock_prover, proof_matcher, window_watcher};
 use nats_support::{BACKLOG, Cluster, Role, RoleProcess};
 use support::{STOP_TIMEOUT, eventually, process_alive, prover_script};
 
-/// Checks that every block of `window` is completed exactly once.
-fn completed_once(cluster: &Cluster, window: &std::ops::Range<u64>) {
-    let mut completed = cluster.tap("completed_proofs");
-    let proofs = cluster.await_completed(&mut completed, window, 1);
-    let blocks = proofs.iter().map(|p| p.block);
-    cluster.check(each_block_exactly("completed_proofs", window, blocks, 1));
-}
-
 #[test]
 fn jobs_three_times_longer_than_the_ack_wait_are_started_once() {
     let cluster = Cluster::start("real-long-jobs");
@@ -46,7 +38,7 @@ fn jobs_three_times_longer_than_the_ack_wait_are_started_once() {
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&window_watcher(&window));
 
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     for block in window.clone() {
         let job = format!("block-{block}");
         let runs: Vec<usize> = provers.iter().map(|p| p.prover_runs(&job)).collect();
@@ -78,7 +70,7 @@ fn with_two_gpus_each_job_gets_one_device_and_no_device_runs_two_jobs() {
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&window_watcher(&window));
 
-    completed_once(&cluster, &window);
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
     let runs = std::fs::read_to_string(gpu_dir.join("runs")).unwrap_or_default();
     let mut used = BTreeSet::new();
     let mut blocks = Vec::new();

@@ -178,12 +178,7 @@ async fn takes_no_job_while_its_only_worker_is_being_replaced() {
     let source = CountingSource(bus.subscribe(&[queues::BLOCKS]), pulled.clone());
     let pool = ProverPool::new(config, runner, Box::new(source), Arc::new(bus.clone())).start();
     announce(&bus, [1, 2]).await;
-    for _ in 0..500 {
-        if pool.send(PoolStatus).await.unwrap().restarts == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_stats(&pool, 5, "the worker replaced", |s| s.restarts == 1).await;
     assert_eq!(pool.send(PoolStatus).await.unwrap().restarts, 1);
     // A job taken now would sit unacknowledged until the replacement starts,
     // while another host could prove it.
@@ -266,7 +261,7 @@ async fn replaces_a_worker_that_died_while_idle() {
         Duration::from_millis(300),
     )]));
     let mut h = start(runner.clone(), config(2, false));
-    await_stats(&h, 10, "the dead idle worker replaced", |s| {
+    await_stats(&h.pool, 10, "the dead idle worker replaced", |s| {
         s.restarts == 1 && s.live == 2
     })
     .await;

@@ -172,12 +172,7 @@ async fn stopping_hands_the_running_job_back_at_once_and_takes_no_other() {
     .with_shutdown(shutdown.clone())
     .start();
     announce(&bus, [1]).await;
-    for _ in 0..500 {
-        if pool.send(PoolStatus).await.unwrap().busy == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_stats(&pool, 5, "the job running", |s| s.busy == 1).await;
     assert!(shutdown.drain(Duration::from_secs(5)).await, "not drained");
     assert_eq!(*log.lock().unwrap(), ["nak 0ns"]);
     assert_eq!(pool.send(PoolStatus).await.unwrap().handed_back, 1);
@@ -272,12 +267,7 @@ async fn a_host_whose_jobs_keep_failing_pauses_its_intake() {
     )
     .start();
     announce(&bus, [1, 2, 3]).await;
-    for _ in 0..500 {
-        if pool.send(PoolStatus).await.unwrap().retried == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    await_stats(&pool, 5, "the first failure", |s| s.retried == 1).await;
     assert_eq!(pool.send(PoolStatus).await.unwrap().retried, 1);
     // Blocks 2 and 3 wait on the queue for a healthy host instead of being
     // taken, failed and dead-lettered here one after the other.

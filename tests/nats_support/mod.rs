@@ -145,6 +145,24 @@ impl Cluster {
         self.check(checks::completed_proofs(&completed.records))
     }
 
+    /// [`Cluster::await_completed`] with one prover, then checks that each
+    /// block of `window` was completed exactly once.
+    pub fn await_completed_once(
+        &self,
+        completed: &mut Tap,
+        window: &Range<u64>,
+    ) -> Vec<CompletedProof> {
+        let proofs = self.await_completed(completed, window, 1);
+        let blocks = proofs.iter().map(|p| p.block);
+        self.check(checks::each_block_exactly(
+            "completed_proofs",
+            window,
+            blocks,
+            1,
+        ));
+        proofs
+    }
+
     /// Mines one block every [`MINE_EVERY`] besides anvil's own one per
     /// second, so a window fills in seconds while blocks still come one by one.
     pub fn miner(&self) -> Miner {

@@ -91,10 +91,15 @@ impl JobSource for CountingSource {
 
 /// Polls the pool's stats until `done` holds; fails after `secs` seconds (a
 /// deadlock guard), naming `what` and the last stats.
-pub async fn await_stats(h: &Harness, secs: u64, what: &str, done: impl Fn(&WorkerStats) -> bool) {
+pub async fn await_stats(
+    pool: &actix::Addr<ProverPool>,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&WorkerStats) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let now = stats(h).await;
+        let now = pool.send(PoolStatus).await.unwrap();
         if done(&now) {
             return;
         }
