@@ -98,6 +98,12 @@ pub struct StepProof {
 pub struct DeadLetter {
     /// The queue the job came from.
     pub queue: String,
+    /// The consumer that gave up on it. Two consumers of one queue (the
+    /// matcher and the provers both read `blocks`) each dead-letter a bad
+    /// message; naming the consumer keeps both letters apart. Empty in
+    /// letters written before it existed.
+    #[serde(default)]
+    pub consumer: String,
     /// The job's message id.
     pub id: String,
     /// How many attempts were made.
@@ -110,17 +116,28 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The dead-letter message for a job from `queue` with message `id`
-    /// that failed its `attempts`-th delivery with `error`.
-    pub fn envelope(queue: &str, id: &str, attempts: u32, error: &str, payload: &[u8]) -> Envelope {
+    /// that `consumer` gave up on at its `attempts`-th delivery with
+    /// `error`. Its id names the consumer: an id without it would be the
+    /// same for every consumer of the queue, and the bus's dedupe would
+    /// drop all letters but the first.
+    pub fn envelope(
+        consumer: &str,
+        queue: &str,
+        id: &str,
+        attempts: u32,
+        error: &str,
+        payload: &[u8],
+    ) -> Envelope {
         let letter = DeadLetter {
             queue: queue.to_owned(),
+            consumer: consumer.to_owned(),
             id: id.to_owned(),
             attempts,
             error: error.to_owned(),
             payload: String::from_utf8_lossy(payload).into_owned(),
         };
         let bytes = serde_json::to_vec(&letter).expect("dead letter serializes");
-        Envelope::new(format!("dead-{queue}-{id}-{attempts}"), bytes)
+        Envelope::new(format!("dead-{consumer}-{queue}-{id}-{attempts}"), bytes)
     }
 }
 

@@ -41,6 +41,8 @@ struct BusState {
     subscribers: HashMap<String, Vec<mpsc::UnboundedSender<Queued>>>,
     /// Queue name → recently published ids.
     seen: HashMap<String, RecentIds>,
+    /// Groups subscribed so far, to name each one.
+    groups: usize,
 }
 
 #[derive(Default)]
@@ -78,6 +80,10 @@ impl LocalBus {
     pub fn subscribe(&self, queues: &[&str]) -> LocalSource {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.state.lock().expect("bus lock");
+        state.groups += 1;
+        // Groups have no names of their own; the dead letters of two groups
+        // reading one queue need distinct ids (see `DeadLetter::envelope`).
+        let group = format!("local{}-{}", state.groups, queues.join("+"));
         for queue in queues {
             state
                 .subscribers
@@ -89,6 +95,7 @@ impl LocalBus {
             rx,
             tx,
             bus: self.clone(),
+            group: group.into(),
         }
     }
 }
@@ -126,6 +133,7 @@ pub struct LocalSource {
     rx: mpsc::UnboundedReceiver<Queued>,
     tx: mpsc::UnboundedSender<Queued>,
     bus: LocalBus,
+    group: Arc<str>,
 }
 
 #[async_trait]
@@ -141,6 +149,7 @@ impl JobSource for LocalSource {
                 queued,
                 redeliver: self.tx.clone(),
                 bus: self.bus.clone(),
+                group: self.group.clone(),
             }),
         })
     }
@@ -151,6 +160,7 @@ struct LocalAck {
     queued: Queued,
     redeliver: mpsc::UnboundedSender<Queued>,
     bus: LocalBus,
+    group: Arc<str>,
 }
 
 #[async_trait]
@@ -176,7 +186,8 @@ impl AckHandle for LocalAck {
 
     async fn reject(&self, reason: &str) -> Result<(), EdgeError> {
         let q = &self.queued;
-        let letter = DeadLetter::envelope(&q.queue, &q.id, q.attempt, reason, &q.payload);
+        let letter =
+            DeadLetter::envelope(&self.group, &q.queue, &q.id, q.attempt, reason, &q.payload);
         self.bus.publish(queues::DEAD_LETTER, letter).await
     }
 }

@@ -106,6 +106,7 @@ impl NatsSource {
         let mut ack = NatsAck {
             message,
             bus: self.bus.clone(),
+            consumer: self.consumer.cached_info().name.clone(),
             queue,
             id,
             attempt,
@@ -156,6 +157,9 @@ impl NatsSource {
 struct NatsAck {
     message: jetstream::Message,
     bus: NatsBus,
+    /// The durable consumer's name, which tells its dead letters apart
+    /// from those of another consumer of the same queue.
+    consumer: String,
     queue: String,
     id: String,
     attempt: u32,
@@ -182,7 +186,14 @@ impl NatsAck {
     async fn dead_letter(&self, reason: &str) -> Result<(), EdgeError> {
         let publisher = self.bus.publisher();
         let letter = |reason: &str, payload: &[u8]| {
-            DeadLetter::envelope(&self.queue, &self.id, self.attempt, reason, payload)
+            DeadLetter::envelope(
+                &self.consumer,
+                &self.queue,
+                &self.id,
+                self.attempt,
+                reason,
+                payload,
+            )
         };
         let published = publisher
             .publish(queues::DEAD_LETTER, letter(reason, self.payload()))
