@@ -51,8 +51,34 @@ fn unreachable_rpc_is_retried() {
             failures(&run.stderr())
         ));
     }
+    // The HTTP client's own message ("error sending request") hides why;
+    // the logged error must say it.
+    if !run.stderr().contains("Connection refused") {
+        run.fail("the failed polls never named their cause (Connection refused)");
+    }
+    // The outage ends: a node comes up where the URL points.
+    let port = rpc.rsplit(':').next().and_then(|p| p.parse().ok());
+    let _anvil = support::node::Anvil::start_at(port.expect("a port in the RPC URL"));
+    let recovered = |stderr: &str| {
+        stderr
+            .lines()
+            .filter(|line| line.contains("RPC recovered after"))
+            .count()
+    };
+    if !support::eventually(RUN_TIMEOUT, || recovered(&run.stderr()) > 0) {
+        run.fail(&format!(
+            "timed out after {RUN_TIMEOUT:?} waiting for `RPC recovered after` once {rpc} answers"
+        ));
+    }
     let status = run.stop();
     run.assert_exit_code(status, 0);
+    let stderr = run.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let last_failure = lines.iter().rposition(|l| l.contains("poll failed"));
+    let recovery = lines.iter().position(|l| l.contains("RPC recovered after"));
+    if recovered(&stderr) != 1 || last_failure > recovery {
+        run.fail("expected one `RPC recovered after` line, after the last failed poll");
+    }
 }
 
 /// Runs with `--binary binary` and asserts a quick non-zero exit, no events,

@@ -107,6 +107,25 @@ impl Anvil {
         panic!("anvil did not start after 5 attempts ({})", bin.display());
     }
 
+    /// Starts anvil on `port` (where a test's RPC URL has pointed while
+    /// nothing listened: an outage ends), waiting until it answers.
+    pub fn start_at(port: u16) -> Anvil {
+        let bin = anvil_bin();
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--block-time", "1", "--slots-in-an-epoch", "1", "--silent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+        let mut anvil = Anvil {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        assert!(anvil.wait_ready(), "anvil did not start on port {port}");
+        anvil
+    }
+
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

@@ -1,5 +1,7 @@
 //! The Ethereum JSON-RPC edge: reads the finalized head with alloy.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use alloy_eips::BlockNumberOrTag;
 use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use async_trait::async_trait;
@@ -20,6 +22,9 @@ pub struct RpcChain {
     /// The endpoint as the HTTP client prints it in its errors, to be
     /// replaced by `shown_url` before an error is logged.
     full_url: String,
+    /// Requests failed in a row; the first success after some is logged,
+    /// so an operator who saw the failures also sees them end.
+    failures: AtomicU32,
 }
 
 impl RpcChain {
@@ -41,6 +46,7 @@ impl RpcChain {
             provider,
             shown_url: redact(url),
             full_url,
+            failures: AtomicU32::new(0),
         })
     }
 }
@@ -58,13 +64,42 @@ impl ChainHead for RpcChain {
             .get_block_by_number(BlockNumberOrTag::Finalized);
         // A node that accepts the connection and never answers must not
         // stall the watcher: give up and let its backoff retry.
-        let block = tokio::time::timeout(RPC_TIMEOUT, request)
+        let answer = tokio::time::timeout(RPC_TIMEOUT, request)
             .await
-            .map_err(|_| rpc_error(format!("no answer within {RPC_TIMEOUT:?}")))?
-            .map_err(|e| rpc_error(e.to_string()))?
-            .ok_or_else(|| rpc_error("the node has no finalized block yet".into()))?;
-        Ok(block.header.number)
+            .map_err(|_| rpc_error(format!("no answer within {RPC_TIMEOUT:?}")))
+            .and_then(|r| r.map_err(|e| rpc_error(with_causes(&e))))
+            .and_then(|b| b.ok_or_else(|| rpc_error("the node has no finalized block yet".into())));
+        match answer {
+            Ok(block) => {
+                let failures = self.failures.swap(0, Ordering::Relaxed);
+                if failures > 0 {
+                    tracing::info!(url = %self.shown_url, failures, "RPC recovered after {failures} failures");
+                }
+                Ok(block.header.number)
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
     }
+}
+
+/// `error` followed by each of its causes, `: `-separated: the HTTP
+/// client's own message ("error sending request for url (…)") hides why,
+/// e.g. "Connection refused". A cause its parent already quotes is skipped.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let part = next.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// Only the scheme, host and port of `url`: providers put API keys in the
@@ -96,5 +131,7 @@ mod tests {
         let error = chain.finalized_block().await.unwrap_err().to_string();
         assert!(!error.contains("SECRET"), "{error}");
         assert!(error.contains("http://127.0.0.1:9"), "{error}");
+        // The HTTP client's own message hides the cause; its sources say it.
+        assert!(error.contains("Connection refused"), "{error}");
     }
 }
