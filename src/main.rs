@@ -87,9 +87,10 @@ fn start(cli: &Cli) -> anyhow::Result<i32> {
 }
 
 /// Runs an actix system (on a multi-threaded tokio runtime) that `setup`
-/// fills with actors, until a signal, a finished range or a failed setup
-/// stops it. Returns the exit code; a signal ends a range run whose
-/// `progress` still has blocks left with 128 + the signal's number.
+/// fills with actors, until something asks `Shutdown` for an exit: a
+/// signal, a finished range, a failed setup or a vital actor that died.
+/// Then the process drains (running jobs handed back, bounded by
+/// [`DRAIN_LIMIT`]) and stops with the code asked for.
 fn run_system<F>(progress: RangeProgress, setup: impl FnOnce(Shutdown) -> F) -> anyhow::Result<i32>
 where
     F: Future<Output = anyhow::Result<()>> + 'static,
@@ -104,15 +105,28 @@ where
     let shutdown = Shutdown::new();
     let setup = setup(shutdown.clone());
     system.block_on(async {
-        stop_on_signal(shutdown, progress);
-        actix::spawn(async {
+        exit_on_signal(shutdown.clone(), progress);
+        actix::spawn(stop_when_asked(shutdown.clone()));
+        actix::spawn(async move {
             if let Err(error) = setup.await {
                 eprintln!("error: {error:#}");
-                actix::System::current().stop_with_code(2);
+                shutdown.exit(2, "start-up failed");
             }
         });
     });
     system.run_with_code().context("the actor system failed")
+}
+
+/// The one place the actor system is stopped: once an exit is asked for,
+/// waits for the tracked work (running jobs handed back), then stops with
+/// the exit's code.
+async fn stop_when_asked(shutdown: Shutdown) {
+    shutdown.triggered().await;
+    if !shutdown.drain(DRAIN_LIMIT).await {
+        tracing::warn!(limit = ?DRAIN_LIMIT, "running jobs were not all handed back in time; NATS redelivers them after the ack wait");
+    }
+    let code = shutdown.reason().map_or(0, |exit| exit.code);
+    actix::System::current().stop_with_code(code);
 }
 
 fn init_logging(format: LogFormat) {
@@ -141,13 +155,12 @@ fn install_crypto_provider() {
     let _ = async_nats::rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// On Ctrl-C or SIGTERM: hands running jobs back to their queues (bounded
-/// by [`DRAIN_LIMIT`]), then stops the actor system: with code 0, or, for a
-/// range run with blocks left, with 128 + the signal's number (130 for
-/// SIGINT, 143 for SIGTERM), the shell's code for "killed by that signal",
-/// so a script or a job runner never takes an unfinished backfill for a
-/// finished one. Call inside the system.
-fn stop_on_signal(shutdown: Shutdown, progress: RangeProgress) {
+/// On Ctrl-C or SIGTERM: asks for an exit with code 0, or, for a range run
+/// with blocks left, with 128 + the signal's number (130 for SIGINT, 143 for
+/// SIGTERM), the shell's code for "killed by that signal", so a script or a
+/// job runner never takes an unfinished backfill for a finished one. Call
+/// inside the system.
+fn exit_on_signal(shutdown: Shutdown, progress: RangeProgress) {
     actix::spawn(async move {
         let mut term = match tokio::signal::unix::signal(SignalKind::terminate()) {
             Ok(term) => term,
@@ -159,13 +172,11 @@ fn stop_on_signal(shutdown: Shutdown, progress: RangeProgress) {
         let signal = tokio::select! {
             _ = tokio::signal::ctrl_c() => SignalKind::interrupt().as_raw_value(),
             _ = term.recv() => SignalKind::terminate().as_raw_value(),
+            // Another exit is under way: this task has nothing left to do.
+            _ = shutdown.triggered() => return,
         };
         tracing::info!("signal received; stopping");
-        let system = actix::System::current();
-        if !shutdown.drain(DRAIN_LIMIT).await {
-            tracing::warn!(limit = ?DRAIN_LIMIT, "running jobs were not all handed back in time; NATS redelivers them after the ack wait");
-        }
-        system.stop_with_code(signal_exit_code(progress.get(), signal));
+        shutdown.exit(signal_exit_code(progress.get(), signal), "signal");
     });
 }
 

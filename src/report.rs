@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use actix::prelude::*;
 use orchestrator_actors::actors::Inbound;
 use orchestrator_actors::messages::{CompletedProof, DeadLetter, block_of_payload, queues};
+use orchestrator_actors::shutdown::Shutdown;
 use serde_json::json;
 
 /// How far a range run got, as of the last message the reporter took.
@@ -65,19 +66,33 @@ pub struct Reporter {
     proved: usize,
     failed: BTreeSet<u64>,
     progress: RangeProgress,
+    shutdown: Shutdown,
 }
 
 impl Reporter {
     /// A reporter; `range` lists the blocks a range run waits for, and
-    /// `progress` is kept up to date with how many are left.
-    pub fn new(json: bool, range: Option<BTreeSet<u64>>, progress: RangeProgress) -> Self {
+    /// `progress` is kept up to date with how many are left, and the run
+    /// ends through `shutdown`.
+    pub fn new(
+        json: bool,
+        range: Option<BTreeSet<u64>>,
+        progress: RangeProgress,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             json,
             pending: range,
             proved: 0,
             failed: BTreeSet::new(),
             progress,
+            shutdown,
         }
+    }
+
+    /// Ends the run: code 0 when nothing failed, else 1.
+    fn finish(&self, why: &str) {
+        let code = if self.failed.is_empty() { 0 } else { 1 };
+        self.shutdown.exit(code, why);
     }
 
     /// Writes one line to stdout. A closed stdout (`run | head`) ends the
@@ -92,7 +107,7 @@ impl Reporter {
             .is_err()
         {
             tracing::warn!("stdout is closed; stopping");
-            System::current().stop_with_code(if self.failed.is_empty() { 0 } else { 1 });
+            self.finish("stdout is closed");
         }
     }
 
@@ -149,7 +164,7 @@ impl Reporter {
                 failed = self.failed.len(),
                 "range done"
             );
-            System::current().stop_with_code(if self.failed.is_empty() { 0 } else { 1 });
+            self.finish("range done");
         }
     }
 }
@@ -161,13 +176,13 @@ impl Actor for Reporter {
 impl Handler<Inbound> for Reporter {
     type Result = ();
 
-    fn handle(&mut self, Inbound(delivery): Inbound, _ctx: &mut Self::Context) {
+    fn handle(&mut self, Inbound(delivery): Inbound, ctx: &mut Self::Context) {
         self.take(&delivery);
-        actix::spawn(async move {
+        ctx.spawn(fut::wrap_future(async move {
             if let Err(error) = delivery.ack.ack().await {
                 tracing::debug!(%error, "could not ack a reported message");
             }
-        });
+        }));
     }
 }
 

@@ -2,7 +2,6 @@
 //! the ones standalone mode runs; only their sources and sinks differ.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::bail;
@@ -17,6 +16,7 @@ use orchestrator_actors::messages::queues;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::wiring;
 use crate::wiring::{
     connect, consumer_spec, matcher_bucket, pool_config, resume_point, watcher_config,
 };
@@ -149,17 +149,19 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
                 bus.source(&io.spec(role, &s)).await?;
             }
             tracing::info!(stream = %s.input_stream, "stream and key-value bucket ready");
-            System::current().stop_with_code(0);
+            shutdown.exit(0, "init done");
         }
         Role::BlockWatcher => {
             let from = resume_point(&bus, &io.output, s.next_block).await?;
             let config = watcher_config(&s, from, &io.output);
-            let watcher =
-                BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config)
-                    .start();
-            if s.to_block.is_some() {
-                exit_when_stopped(watcher, "the block watcher announced its whole range", 0);
-            }
+            // A watcher stops on its own only when its range is announced.
+            let lifeline = match s.to_block {
+                Some(_) => shutdown.lifeline(0, "the block watcher announced its whole range"),
+                None => shutdown.lifeline(1, "the block watcher stopped unexpectedly"),
+            };
+            BlockWatcher::new(Arc::new(chain.expect("checked above")), publisher, config)
+                .with_lifeline(lifeline)
+                .start();
         }
         Role::Prover => {
             let source = bus.source(&io.spec(role, &s)).await?;
@@ -174,10 +176,10 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
                 .collect();
             let pool = pool_config(&s, io.consumer.clone(), routes, true);
             let runner = Arc::new(runner.expect("checked above"));
-            let pool = ProverPool::new(pool, runner, Box::new(source), publisher)
+            ProverPool::new(pool, runner, Box::new(source), publisher)
+                .with_lifeline(wiring::pool_lifeline(&shutdown))
                 .with_shutdown(shutdown)
                 .start();
-            exit_when_pool_dies(pool);
         }
         Role::ProofMatcher => {
             let Some(blocks) = io.inputs.iter().find(|q| q.as_str() == queues::BLOCKS) else {
@@ -189,10 +191,12 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
             let store = Arc::new(bus.match_store(&matcher_bucket(&s), &io.consumer).await?);
             let matcher = ProofMatcher::new(store, publisher, s.expected_provers())
                 .with_queues(blocks.clone(), io.output.clone())
+                .with_lifeline(shutdown.lifeline(1, "the proof matcher stopped unexpectedly"))
                 .start();
             pump(
                 Box::new(bus.source(&io.spec(role, &s)).await?),
                 matcher.recipient(),
+                &shutdown,
             );
         }
         Role::StepCollector => {
@@ -200,43 +204,16 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
                 .with_output(io.output.clone())
                 .with_keepalive(s.progress_interval)
                 .with_group_timeout(s.group_timeout)
+                .with_lifeline(shutdown.lifeline(1, "the step collector stopped unexpectedly"))
                 .start();
             pump(
                 Box::new(bus.source(&io.spec(role, &s)).await?),
                 collector.recipient(),
+                &shutdown,
             );
         }
     }
     Ok(())
-}
-
-/// A prover role whose pool is gone holds its consumer and proves nothing.
-/// The pool never stops on its own (not even at shutdown, which stops the
-/// whole system), so a stopped pool died: exit 1 and let the supervisor
-/// (compose, systemd, Kubernetes) restart the role.
-fn exit_when_pool_dies(pool: Addr<ProverPool>) {
-    exit_when_stopped(pool, "the prover pool stopped unexpectedly", 1);
-}
-
-/// Stops the process with `code` once `actor` has stopped, so a role whose
-/// work is over (or whose actor died) does not linger doing nothing.
-///
-/// It polls: actix offers no event for "this address closed" short of a
-/// `stopped` hook in each watched actor, and half a second is nothing next to
-/// a supervisor's restart. A stop already under way with another code (a
-/// signal) keeps its code: the first code given to the system wins.
-fn exit_when_stopped<A: Actor>(actor: Addr<A>, why: &'static str, code: i32) {
-    actix::spawn(async move {
-        while actor.connected() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        if code == 0 {
-            tracing::info!(code, "{why}; exiting");
-        } else {
-            tracing::error!(code, "{why}; exiting");
-        }
-        System::current().stop_with_code(code);
-    });
 }
 
 #[cfg(test)]
@@ -244,6 +221,7 @@ mod tests {
     use std::collections::HashMap;
     use std::future::Future;
     use std::pin::Pin;
+    use std::time::Duration;
 
     use orchestrator_actors::edges::local::LocalBus;
     use orchestrator_actors::edges::{EdgeError, Job, JobFailure, JobRunner, Publisher};
@@ -361,7 +339,9 @@ mod tests {
     #[test]
     fn a_prover_role_whose_pool_dies_exits_1() {
         let system = System::new();
+        let shutdown = Shutdown::new();
         system.block_on(async {
+            actix::spawn(crate::stop_when_asked(shutdown.clone()));
             let bus = LocalBus::new();
             let jobs = bus.subscribe(&[queues::BLOCKS]);
             let route = Route {
@@ -370,14 +350,14 @@ mod tests {
                 multiple_output: false,
             };
             let config = pool_config(&settings(&[]), "test".into(), vec![route], true);
-            let pool = ProverPool::new(
+            ProverPool::new(
                 config,
                 Arc::new(Proves),
                 Box::new(jobs),
                 Arc::new(PanicsInPool),
             )
+            .with_lifeline(wiring::pool_lifeline(&shutdown))
             .start();
-            exit_when_pool_dies(pool);
             bus.publish(queues::BLOCKS, Envelope::block(1))
                 .await
                 .unwrap();

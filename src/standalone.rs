@@ -162,26 +162,30 @@ impl Plan {
             let collector = StepCollector::new(s.steps, publisher.clone())
                 .with_keepalive(s.progress_interval)
                 .with_group_timeout(s.group_timeout)
+                .with_lifeline(shutdown.lifeline(1, "the step collector stopped unexpectedly"))
                 .start();
             pump(
                 edges.source("step-collector", &[STEP_PROOFS], s).await?,
                 collector.recipient(),
+                &shutdown,
             );
         }
 
-        let reporter = Reporter::new(s.json, self.range, self.progress).start();
-        pump(report_input, reporter.recipient());
+        let reporter = Reporter::new(s.json, self.range, self.progress, shutdown.clone()).start();
+        pump(report_input, reporter.recipient(), &shutdown);
         let matcher = ProofMatcher::new(
             edges.match_store(s).await?,
             publisher.clone(),
             s.expected_provers(),
         )
+        .with_lifeline(shutdown.lifeline(1, "the proof matcher stopped unexpectedly"))
         .start();
-        pump(matcher_input, matcher.recipient());
+        pump(matcher_input, matcher.recipient(), &shutdown);
 
         let pool = wiring::pool_config(s, "standalone".into(), routes, false);
         ProverPool::new(pool, Arc::new(self.runner), jobs, publisher.clone())
-            .with_shutdown(shutdown)
+            .with_lifeline(wiring::pool_lifeline(&shutdown))
+            .with_shutdown(shutdown.clone())
             .start();
 
         // With NATS at the edges an open-ended run resumes where the last
@@ -193,7 +197,14 @@ impl Plan {
             _ => s.next_block,
         };
         let watcher = wiring::watcher_config(s, from, BLOCKS);
-        BlockWatcher::new(Arc::new(self.chain), publisher, watcher).start();
+        let mut watcher = BlockWatcher::new(Arc::new(self.chain), publisher, watcher);
+        // A range run ends when the reporter has seen every block settled;
+        // the watcher stopping after its range is expected.
+        if s.to_block.is_none() {
+            watcher = watcher
+                .with_lifeline(shutdown.lifeline(1, "the block watcher stopped unexpectedly"));
+        }
+        watcher.start();
         Ok(())
     }
 }

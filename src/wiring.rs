@@ -13,6 +13,7 @@ use orchestrator_actors::edges::nats::{
     ConsumerSpec, NatsBus, NatsOptions, PayloadConfig, Topology,
 };
 use orchestrator_actors::edges::safe_name;
+use orchestrator_actors::shutdown::{Lifeline, Shutdown};
 
 use secrecy::ExposeSecret;
 
@@ -142,6 +143,14 @@ fn resume_from(next_block: Option<u64>, last_published: Option<u64>) -> Option<u
         (None, Some(last)) => Some(last + 1),
         (next, None) => next,
     }
+}
+
+/// A prover whose pool is gone holds its consumer and proves nothing. The
+/// pool never stops on its own (not even at shutdown, which stops the whole
+/// system), so a stopped pool died: exit 1 and let the supervisor (compose,
+/// systemd, Kubernetes) restart the process.
+pub fn pool_lifeline(shutdown: &Shutdown) -> Lifeline {
+    shutdown.lifeline(1, "the prover pool stopped unexpectedly")
 }
 
 #[cfg(test)]

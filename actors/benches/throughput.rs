@@ -19,6 +19,7 @@ use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::process::ProcessRunner;
 use orchestrator_actors::edges::{Job, JobFailure, JobRunner, JobSource, Publisher};
 use orchestrator_actors::messages::{Envelope, queues};
+use orchestrator_actors::shutdown::Shutdown;
 
 /// Proves a block instantly, so only the orchestration is measured.
 struct InstantProver;
@@ -63,7 +64,11 @@ async fn pipeline(runner: Arc<dyn JobRunner>, workers: usize, blocks: u64) -> Du
         vec![],
     )
     .start();
-    pump(Box::new(matcher_input), matcher.recipient());
+    pump(
+        Box::new(matcher_input),
+        matcher.recipient(),
+        &Shutdown::new(),
+    );
     ProverPool::new(pool_config(workers), runner, Box::new(jobs), publisher).start();
 
     let started = Instant::now();

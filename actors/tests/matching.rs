@@ -15,6 +15,7 @@ use orchestrator_actors::edges::local::{LocalBus, LocalSource, MemoryMatchStore}
 use orchestrator_actors::edges::match_store::BlockRecord;
 use orchestrator_actors::edges::{EdgeError, Publisher};
 use orchestrator_actors::messages::{BlockProof, CompletedProof, DeadLetter, Envelope, queues};
+use orchestrator_actors::shutdown::Shutdown;
 use serde_json::{Value, json};
 
 fn proof(block: u64, prover: &str) -> BlockProof {
@@ -35,7 +36,7 @@ fn start_matcher(bus: &LocalBus, store: Arc<MemoryMatchStore>) -> Arc<Recorder> 
     let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
     let sent = Recorder::of(bus, queues::COMPLETED_PROOFS);
     let addr = ProofMatcher::new(store, sent.clone(), vec![]).start();
-    pump(Box::new(input), addr.recipient());
+    pump(Box::new(input), addr.recipient(), &Shutdown::new());
     sent
 }
 
@@ -268,7 +269,7 @@ fn collector_timeout(
         .with_keepalive(Duration::from_millis(20))
         .with_group_timeout(timeout)
         .start();
-    pump(Box::new(input), addr.recipient());
+    pump(Box::new(input), addr.recipient(), &Shutdown::new());
     (bus, groups, dead, recorder)
 }
 

@@ -16,6 +16,7 @@ use orchestrator_actors::actors::{Inbound, ProofMatcher, StepCollector, pump};
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::{AckHandle, Delivery, EdgeError, Publisher};
 use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
+use orchestrator_actors::shutdown::Shutdown;
 
 /// 600 KB: a JSON string, whose serde error quotes it whole, and plain text.
 fn poison() -> [Vec<u8>; 2] {
@@ -124,7 +125,7 @@ fn start_matcher(bus: &LocalBus) {
         vec![],
     )
     .start();
-    pump(Box::new(input), matcher.recipient());
+    pump(Box::new(input), matcher.recipient(), &Shutdown::new());
 }
 
 #[actix_rt::test]
@@ -142,7 +143,7 @@ async fn collector_dead_letters_a_large_poison_step_with_a_bounded_reason() {
     dead_letters_bounded(queues::STEP_PROOFS, |bus| {
         let input = bus.subscribe(&[queues::STEP_PROOFS]);
         let collector = StepCollector::new(2, Arc::new(bus.clone())).start();
-        pump(Box::new(input), collector.recipient());
+        pump(Box::new(input), collector.recipient(), &Shutdown::new());
     })
     .await;
 }

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use crate::backoff::Backoff;
 use crate::edges::{ChainHead, EdgeError, Publisher};
 use crate::messages::{Envelope, queues};
+use crate::shutdown::Lifeline;
 
 /// At most this many blocks are announced per poll, so a big backlog is worked
 /// off in slices and the watcher stays responsive to shutdown.
@@ -53,6 +54,8 @@ pub struct BlockWatcher {
     /// The next block to consider; `None` until the first successful poll.
     cursor: Option<u64>,
     failures: u32,
+    /// Dropped with the actor; see [`Lifeline`].
+    lifeline: Option<Lifeline>,
 }
 
 /// The result of one poll, applied to the actor's state afterwards.
@@ -76,7 +79,15 @@ impl BlockWatcher {
             cursor: config.from,
             config,
             failures: 0,
+            lifeline: None,
         }
+    }
+
+    /// Exits the process through `lifeline` when this actor stops: a role
+    /// without it would hold its consumer and do nothing.
+    pub fn with_lifeline(mut self, lifeline: Lifeline) -> Self {
+        self.lifeline = Some(lifeline);
+        self
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {

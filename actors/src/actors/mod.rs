@@ -15,6 +15,7 @@ pub use step_collector::{DEFAULT_GROUP_TIMEOUT, StepCollector};
 use actix::{Message, Recipient};
 
 use crate::edges::{Delivery, JobSource};
+use crate::shutdown::Shutdown;
 
 /// A delivery from a source, handed to a consuming actor (matcher, collector,
 /// the binary's reporter) by [`pump`].
@@ -24,17 +25,25 @@ pub struct Inbound(pub Delivery);
 
 /// Forwards every delivery of `source` to `consumer`, one at a time: the next
 /// is pulled only once the consumer took the last, so a slow consumer slows
-/// the source instead of growing a queue.
-pub fn pump(mut source: Box<dyn JobSource>, consumer: Recipient<Inbound>) {
-    actix::spawn(async move {
+/// the source instead of growing a queue. The forwarding is work tracked by
+/// `shutdown` and ends when a stop is asked for.
+pub fn pump(mut source: Box<dyn JobSource>, consumer: Recipient<Inbound>, shutdown: &Shutdown) {
+    let stop = shutdown.clone();
+    let forward = async move {
         while let Some(delivery) = source.next().await {
             if consumer.send(Inbound(delivery)).await.is_err() {
                 // The consuming actor died: a process without it is useless,
                 // so stop and let the supervisor (compose, systemd) restart it.
-                tracing::error!("a consuming actor stopped unexpectedly; stopping the process");
-                actix::System::current().stop_with_code(1);
+                stop.exit(1, "a consuming actor stopped unexpectedly");
                 break;
             }
+        }
+    };
+    let stop = shutdown.clone();
+    shutdown.spawn(async move {
+        tokio::select! {
+            _ = forward => {}
+            _ = stop.triggered() => {}
         }
     });
 }

@@ -10,6 +10,7 @@ use super::Inbound;
 use crate::edges::match_store::MatchStore;
 use crate::edges::{Delivery, EdgeError, Publisher};
 use crate::messages::{BlockProof, Envelope, queues};
+use crate::shutdown::Lifeline;
 
 /// Consumes block announcements and block proofs, and publishes one
 /// [`CompletedProof`] per block and prover to the completed-proofs queue.
@@ -26,6 +27,8 @@ pub struct ProofMatcher {
     expected: Arc<BTreeSet<String>>,
     blocks_queue: String,
     output_queue: String,
+    /// Dropped with the actor; see [`Lifeline`].
+    lifeline: Option<Lifeline>,
 }
 
 /// What one message means to the matcher.
@@ -48,7 +51,15 @@ impl ProofMatcher {
             expected: Arc::new(expected.into_iter().collect()),
             blocks_queue: queues::BLOCKS.to_owned(),
             output_queue: queues::COMPLETED_PROOFS.to_owned(),
+            lifeline: None,
         }
+    }
+
+    /// Exits the process through `lifeline` when this actor stops: a role
+    /// without it would hold its consumer and do nothing.
+    pub fn with_lifeline(mut self, lifeline: Lifeline) -> Self {
+        self.lifeline = Some(lifeline);
+        self
     }
 
     /// Reads announcements from `blocks` and publishes to `output` instead of

@@ -10,6 +10,7 @@ use actix::prelude::*;
 use super::Inbound;
 use crate::edges::{AckHandle, Publisher};
 use crate::messages::{Envelope, StepProof, queues};
+use crate::shutdown::Lifeline;
 
 /// Completed group ids remembered to ignore late duplicates.
 const DONE_WINDOW: usize = 10_000;
@@ -50,6 +51,8 @@ pub struct StepCollector {
     keepalive: Duration,
     /// How long a group may stay incomplete before its steps are dead-lettered.
     group_timeout: Duration,
+    /// Dropped with the actor; see [`Lifeline`].
+    lifeline: Option<Lifeline>,
 }
 
 impl StepCollector {
@@ -64,7 +67,15 @@ impl StepCollector {
             done_order: VecDeque::new(),
             keepalive: Duration::from_secs(10),
             group_timeout: DEFAULT_GROUP_TIMEOUT,
+            lifeline: None,
         }
+    }
+
+    /// Exits the process through `lifeline` when this actor stops: a role
+    /// without it would hold its consumer and do nothing.
+    pub fn with_lifeline(mut self, lifeline: Lifeline) -> Self {
+        self.lifeline = Some(lifeline);
+        self
     }
 
     /// Reports held step proofs in progress every `every` (default 10 s), so
@@ -103,21 +114,21 @@ impl Actor for StepCollector {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.keepalive, |collector, _ctx| {
-            collector.give_up_stale_groups();
+        ctx.run_interval(self.keepalive, |collector, ctx| {
+            collector.give_up_stale_groups(ctx);
             let held: Vec<Arc<dyn AckHandle>> = collector
                 .groups
                 .values()
                 .flat_map(|g| g.acks.iter().cloned())
                 .collect();
-            settle_all(held, |ack| async move { ack.in_progress().await });
+            settle_all(ctx, held, |ack| async move { ack.in_progress().await });
         });
     }
 }
 
 impl StepCollector {
     /// Dead-letters the steps of every group open longer than the timeout.
-    fn give_up_stale_groups(&mut self) {
+    fn give_up_stale_groups(&mut self, ctx: &mut Context<Self>) {
         let stale: Vec<String> = self
             .groups
             .iter()
@@ -134,7 +145,7 @@ impl StepCollector {
             ));
             tracing::warn!(group = %key, %reason, "giving up an incomplete group");
             self.mark_done(key);
-            settle_all(group.acks, move |ack| {
+            settle_all(ctx, group.acks, move |ack| {
                 let reason = reason.clone();
                 async move { ack.reject(&reason).await }
             });
@@ -142,8 +153,9 @@ impl StepCollector {
     }
 }
 
-/// Settles each of `acks` with `settle`, in the background.
-fn settle_all<F, Fut>(acks: Vec<Arc<dyn AckHandle>>, settle: F)
+/// Settles each of `acks` with `settle`, in the background of the collector
+/// (which owns the work: it ends with the collector).
+fn settle_all<F, Fut>(ctx: &mut Context<StepCollector>, acks: Vec<Arc<dyn AckHandle>>, settle: F)
 where
     F: Fn(Arc<dyn AckHandle>) -> Fut + 'static,
     Fut: std::future::Future<Output = Result<(), crate::edges::EdgeError>> + 'static,
@@ -151,13 +163,13 @@ where
     if acks.is_empty() {
         return;
     }
-    actix::spawn(async move {
+    ctx.spawn(fut::wrap_future(async move {
         for ack in acks {
             if let Err(error) = settle(ack).await {
                 tracing::debug!(%error, "settling a held step proof failed");
             }
         }
-    });
+    }));
 }
 
 impl Handler<Inbound> for StepCollector {

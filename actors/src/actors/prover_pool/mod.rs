@@ -16,7 +16,7 @@ use self::job::{Outcome, settle};
 use super::prover_worker::ProverWorker;
 use crate::backoff::Backoff;
 use crate::edges::{Delivery, JobRunner, JobSource, Publisher};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Lifeline, Shutdown};
 
 /// Where the output of a job from one input queue goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +123,8 @@ pub struct ProverPool {
     failing_streak: u32,
     /// The feeder takes no job before this instant.
     intake_paused_until: Arc<Mutex<Option<Instant>>>,
+    /// Dropped with the actor; see [`Lifeline`].
+    lifeline: Option<Lifeline>,
 }
 
 impl ProverPool {
@@ -156,6 +158,7 @@ impl ProverPool {
             shutdown: Shutdown::new(),
             failing_streak: 0,
             intake_paused_until: Arc::new(Mutex::new(None)),
+            lifeline: None,
         }
     }
 
@@ -163,6 +166,13 @@ impl ProverPool {
     /// `shutdown` is triggered; tracked so the process can wait for that.
     pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
         self.shutdown = shutdown;
+        self
+    }
+
+    /// Exits the process through `lifeline` when this actor stops: a role
+    /// without it would hold its consumer and do nothing.
+    pub fn with_lifeline(mut self, lifeline: Lifeline) -> Self {
+        self.lifeline = Some(lifeline);
         self
     }
 
@@ -324,7 +334,8 @@ impl Actor for ProverPool {
         let pool = ctx.address();
         let shutdown = self.shutdown.clone();
         let paused_until = self.intake_paused_until.clone();
-        actix::spawn(async move {
+        // Owned by the pool: it ends with the pool, or at shutdown.
+        ctx.spawn(fut::wrap_future(async move {
             let feed = async {
                 loop {
                     let Ok(permit) = free_workers.clone().acquire_owned().await else {
@@ -352,7 +363,7 @@ impl Actor for ProverPool {
                 _ = feed => {}
                 _ = shutdown.triggered() => {}
             }
-        });
+        }));
         tracing::info!(pool = %self.config.name, workers = self.slots.len(), "prover pool started");
     }
 }
