@@ -60,8 +60,13 @@ nats() {
 
 rust() {
   have "$rust_image" && return
+  local context
+  context="$(mktemp -d "$root/.deps/rust-context.XXXXXX")"
+  trap 'rm -rf "$context"' RETURN
+  mkdir "$context/ca"
+  find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' -exec cp {} "$context/ca/" \; 2>/dev/null || true
   say "building $rust_image from Debian's rustc-web and cargo-web"
-  docker build -q -t "$rust_image" -f "$here/rust.Dockerfile" "$here" >/dev/null
+  docker build -q -t "$rust_image" -f "$here/rust.Dockerfile" "$context" >/dev/null
 }
 
 [ "$#" -gt 0 ] || set -- debian nats
