@@ -1,6 +1,12 @@
 //! Exponential backoff, shared by every actor that retries something.
+//!
+//! Retry loops run on `backon` ([`Backoff::forever`], [`Backoff::retries`]);
+//! actors that schedule their own next try (the watcher's poll, the pool's
+//! cooldown) read [`Backoff::delay`]. Both follow the same schedule.
 
 use std::time::Duration;
+
+use backon::ExponentialBuilder;
 
 /// Delay schedule for retries: `base * 2^(n-1)`, capped at `max`.
 ///
@@ -28,6 +34,24 @@ impl Backoff {
         let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.max)
     }
+
+    /// This schedule for `backon`'s `Retryable`, retrying without end.
+    pub fn forever(&self) -> ExponentialBuilder {
+        self.builder().without_max_times()
+    }
+
+    /// This schedule for `backon`'s `Retryable`, giving up after `times`
+    /// retries (`times + 1` tries in all).
+    pub fn retries(&self, times: usize) -> ExponentialBuilder {
+        self.builder().with_max_times(times)
+    }
+
+    fn builder(&self) -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(self.base)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+    }
 }
 
 #[cfg(test)]
@@ -40,5 +64,15 @@ mod tests {
         let delays: Vec<_> = (0..7).map(|n| b.delay(n).as_millis()).collect();
         assert_eq!(delays, [0, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(b.delay(200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn backon_follows_the_same_schedule() {
+        use backon::BackoffBuilder;
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = b.retries(6).build().map(|d| d.as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        let endless = b.forever().build().take(50).count();
+        assert_eq!(endless, 50);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use backon::Retryable;
 use serde_json::value::RawValue;
 
 use super::{PoolConfig, Route};
@@ -108,20 +109,15 @@ async fn publish_all(
 ) -> Result<u64, EdgeError> {
     let mut retries = 0;
     for envelope in envelopes {
-        let mut failures = 0;
-        loop {
-            match publisher.publish(queue, envelope.clone()).await {
-                Ok(()) => break,
-                Err(error) if error.is_permanent() => return Err(error),
-                Err(error) => {
-                    failures += 1;
-                    retries += 1;
-                    let delay = PUBLISH_RETRY.delay(failures);
-                    tracing::warn!(%job, %error, retry_in = ?delay, "could not publish the proved output; keeping it and retrying the publish only");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+        (|| publisher.publish(queue, envelope.clone()))
+            .retry(PUBLISH_RETRY.forever())
+            .sleep(tokio::time::sleep)
+            .when(|error| !error.is_permanent())
+            .notify(|error, delay| {
+                retries += 1;
+                tracing::warn!(%job, %error, retry_in = ?delay, "could not publish the proved output; keeping it and retrying the publish only");
+            })
+            .await?;
     }
     Ok(retries)
 }

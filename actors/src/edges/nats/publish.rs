@@ -5,6 +5,8 @@
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
+use backon::Retryable;
+use tokio::sync::OnceCell;
 
 use super::NatsBus;
 use super::payload::{PAYLOAD_OBJECT_HEADER, PayloadRef};
@@ -12,8 +14,8 @@ use crate::backoff::Backoff;
 use crate::edges::{EdgeError, Publisher};
 use crate::messages::Envelope;
 
-/// Attempts of one publish before it is reported failed (same id each time).
-const PUBLISH_ATTEMPTS: u32 = 6;
+/// Retries of one publish before it is reported failed (same id each time).
+const PUBLISH_RETRIES: usize = 5;
 
 /// Publishes to JetStream with the envelope's id as `Nats-Msg-Id`, waiting
 /// for the server's ack and retrying a failed publish with the same id. A
@@ -51,33 +53,29 @@ impl Publisher for NatsPublisher {
             });
         }
         // Stored once: a failed reference publish retries only the reference.
-        let mut reference = None;
-        let mut failures = 0;
-        loop {
-            let reason = match self
-                .try_publish(&subject, &queue, &message, &mut reference)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(Failure::Permanent(reason)) => {
-                    return Err(EdgeError::Rejected {
-                        queue,
-                        id: message.id,
-                        reason,
-                    });
+        let reference = OnceCell::new();
+        let tried = (|| self.try_publish(&subject, &queue, &message, &reference))
+            .retry(self.retry.retries(PUBLISH_RETRIES))
+            .sleep(tokio::time::sleep)
+            .when(|failure| matches!(failure, Failure::Transient(_)))
+            .notify(|failure, delay| {
+                if let Failure::Transient(reason) = failure {
+                    tracing::warn!(%subject, id = %message.id, %reason, retry_in = ?delay, "publish failed; retrying with the same id");
                 }
-                Err(Failure::Transient(reason)) => reason,
-            };
-            failures += 1;
-            if failures >= PUBLISH_ATTEMPTS {
-                return Err(EdgeError::Publish {
-                    queue: subject,
-                    id: message.id,
-                    reason,
-                });
-            }
-            tracing::warn!(%subject, id = %message.id, %reason, attempt = failures, "publish failed; retrying with the same id");
-            tokio::time::sleep(self.retry.delay(failures)).await;
+            })
+            .await;
+        match tried {
+            Ok(()) => Ok(()),
+            Err(Failure::Permanent(reason)) => Err(EdgeError::Rejected {
+                queue,
+                id: message.id,
+                reason,
+            }),
+            Err(Failure::Transient(reason)) => Err(EdgeError::Publish {
+                queue: subject,
+                id: message.id,
+                reason,
+            }),
         }
     }
 }
@@ -90,21 +88,21 @@ impl NatsPublisher {
         subject: &str,
         queue: &str,
         message: &Envelope,
-        reference: &mut Option<PayloadRef>,
+        reference: &OnceCell<PayloadRef>,
     ) -> Result<(), Failure> {
         let payloads = &self.bus.payloads;
         let mut publish = PublishMessage::build().message_id(&message.id);
         if message.payload.len() <= payloads.config.inline_limit {
             publish = publish.payload(message.payload.clone().into());
         } else {
-            if reference.is_none() {
-                let stored = payloads
-                    .store(queue, &message.id, &message.payload)
-                    .await
-                    .map_err(Failure::Transient)?;
-                *reference = Some(stored);
-            }
-            let stored = reference.as_ref().expect("stored above");
+            let stored = reference
+                .get_or_try_init(|| async {
+                    payloads
+                        .store(queue, &message.id, &message.payload)
+                        .await
+                        .map_err(Failure::Transient)
+                })
+                .await?;
             let body = serde_json::to_vec(stored).expect("a reference serializes");
             publish = publish
                 .header(PAYLOAD_OBJECT_HEADER, stored.name.as_str())
