@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use async_trait::async_trait;
+use common::log_tap::tap_logs;
 use common::{assert_quiet, next_within};
 use orchestrator_actors::actors::{Inbound, ProofMatcher, StepCollector, pump};
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
@@ -35,7 +36,8 @@ struct Logs(Arc<Mutex<Vec<(String, usize)>>>);
 impl Logs {
     fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
-        let guard = tracing::subscriber::set_default(logs.clone());
+        let kept = logs.clone();
+        let guard = tap_logs(move |event| kept.0.lock().unwrap().push((event.message, event.size)));
         (logs, guard)
     }
 
@@ -56,36 +58,6 @@ impl Logs {
             .map(|(_, n)| *n)
             .max()
             .unwrap_or(0)
-    }
-}
-
-impl tracing::Subscriber for Logs {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        #[derive(Default)]
-        struct Fields(String, usize);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                let text = format!("{value:?}");
-                self.1 += field.name().len() + text.len();
-                if field.name() == "message" {
-                    self.0 = text;
-                }
-            }
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        self.0.lock().unwrap().push((fields.0, fields.1));
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::Actor;
+use common::log_tap::tap_logs;
 use common::pool_harness::*;
 use common::{ScriptedRunner, Step, assert_quiet, next_within};
 use orchestrator_actors::actors::{PoolStatus, ProverPool};
@@ -208,49 +209,25 @@ impl WorkerStartBomb {
             left: Arc::new(workers.into()),
             fired: Arc::new(0.into()),
         };
-        let guard = tracing::subscriber::set_default(bomb.clone());
+        let armed = bomb.clone();
+        let guard = tap_logs(move |event| {
+            if event.message != "prover worker started" {
+                return;
+            }
+            let left = armed
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if left {
+                armed.fired.fetch_add(1, Ordering::SeqCst);
+                panic!("test: prover worker dies while idle");
+            }
+        });
         (bomb, guard)
     }
 
     fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl tracing::Subscriber for WorkerStartBomb {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Message(String);
-        impl tracing::field::Visit for Message {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-        }
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        if message.0 != "prover worker started" {
-            return;
-        }
-        let armed = self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if armed {
-            self.fired.fetch_add(1, Ordering::SeqCst);
-            panic!("test: prover worker dies while idle");
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fakes and helpers for actor-level tests: no network, no real prover.
 #![allow(dead_code)]
 
+pub mod log_tap;
 pub mod pool_harness;
 
 use std::collections::VecDeque;
