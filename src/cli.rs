@@ -322,12 +322,16 @@ pub struct InitArgs {
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
+    /// Copies a NATS cluster keeps of the stream and buckets, 1 to 5 [env: ORCHESTRATOR_REPLICAS].
+    #[arg(long, help_heading = "NATS")]
+    pub replicas: Option<u64>,
 }
 
 impl Push for InitArgs {
     fn push(&self, out: &mut Vec<Override>) {
         self.nats.push(out);
         self.queues.push(out);
+        number(out, "replicas", self.replicas);
     }
 }
 

@@ -118,6 +118,9 @@ pub struct Settings {
     /// Largest message in bytes, stored or inline; a larger output is
     /// dead-lettered at once instead of filling the object store.
     pub max_payload: usize,
+    /// Copies a NATS cluster keeps of the stream and the buckets; set by
+    /// `init`, and by a role that has to create them itself.
+    pub replicas: usize,
 }
 
 impl Default for Settings {
@@ -165,6 +168,7 @@ impl Default for Settings {
             inline_payload_limit: 512 * 1024,
             payload_retention: Duration::from_secs(7 * 24 * 3600),
             max_payload: 64 * 1024 * 1024,
+            replicas: 1,
         }
     }
 }
@@ -271,6 +275,14 @@ impl Settings {
             bail!(
                 "invalid configuration: OUTPUT_STREAM {output:?} differs from INPUT_STREAM {:?}; one stream carries every queue, so set both to the same name",
                 self.input_stream
+            );
+        }
+        // JetStream keeps at most 5 copies of a stream.
+        if !(1..=5).contains(&self.replicas) {
+            bail!(
+                "invalid configuration: replicas ({}) is {}; expected 1 to 5, and at most the number of servers in the NATS cluster (1 for a single server)",
+                env_name("replicas"),
+                self.replicas
             );
         }
         if self.nats_user.is_some() != self.nats_password.is_some() {

@@ -143,12 +143,13 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
         Role::Init => {
             bus.match_store(&matcher_bucket(&s), "init").await?;
             bus.ensure_payload_bucket().await?;
+            bus.ensure_replicas(&matcher_bucket(&s)).await?;
             // Only a named consumer is worth creating ahead: a derived name
             // would belong to `init`, not to the role that will read it.
             if s.input_queue.is_some() && s.consumer_name.is_some() {
                 bus.source(&io.spec(role, &s)).await?;
             }
-            tracing::info!(stream = %s.input_stream, "stream and key-value bucket ready");
+            tracing::info!(stream = %s.input_stream, replicas = s.replicas, "stream and key-value bucket ready");
             shutdown.exit(0, "init done");
         }
         Role::BlockWatcher => {

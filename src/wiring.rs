@@ -61,8 +61,13 @@ pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
     let options = nats_options(s, name)?;
     let retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let bus =
-        NatsBus::connect_with_retry(&options, Topology::new(&s.input_stream), Some(retry)).await?;
+        NatsBus::connect_with_retry(&options, topology(s), Some(retry)).await?;
     Ok(bus.with_payloads(payload_config(s)))
+}
+
+/// The stream of `s`, with the replicas anything it creates gets.
+pub fn topology(s: &Settings) -> Topology {
+    Topology::new(&s.input_stream).with_replicas(s.replicas)
 }
 
 /// Where payloads too large for a NATS message go, from `s`.

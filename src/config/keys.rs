@@ -425,6 +425,15 @@ pub const SETTINGS: &[SettingDoc] = &[
         table: Roles,
     },
     SettingDoc {
+        key: Some("replicas"),
+        env: "ORCHESTRATOR_REPLICAS",
+        template: false,
+        flag: Some("replicas"),
+        default: Value("1"),
+        meaning: "`init`: copies a NATS cluster keeps of the stream, the matcher's key-value bucket and the payload bucket (at most the cluster's size, up to 5), so a lost node loses nothing; a role that creates them before `init` uses it too",
+        table: Roles,
+    },
+    SettingDoc {
         key: Some("executor_type"),
         env: "EXECUTOR_TYPE",
         template: true,

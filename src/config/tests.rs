@@ -262,3 +262,20 @@ fn zero_durations_are_refused_with_their_variable() {
         );
     }
 }
+
+#[test]
+fn replicas_are_one_to_five() {
+    assert_eq!(Settings::default().replicas, 1);
+    let three = Settings::load(None, &env(&[("ORCHESTRATOR_REPLICAS", "3")]), vec![]).unwrap();
+    assert_eq!(three.replicas, 3);
+    for bad in ["0", "6"] {
+        let err = Settings::load(None, &env(&[("ORCHESTRATOR_REPLICAS", bad)]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("replicas (ORCHESTRATOR_REPLICAS) is {bad}"))
+                && err.contains("expected 1 to 5"),
+            "{err}"
+        );
+    }
+}

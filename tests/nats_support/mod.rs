@@ -8,6 +8,7 @@
 pub mod checks;
 pub mod edge;
 pub mod layout;
+pub mod nats_cluster;
 pub mod payloads;
 pub mod role;
 pub mod server;
@@ -62,8 +63,11 @@ pub fn mock_bin(name: &str) -> String {
 pub struct Cluster {
     /// The chain; shared with a [`Miner`] thread.
     pub anvil: Arc<Anvil>,
-    /// The message bus.
+    /// The message bus (the first node of a NATS cluster).
     pub nats: NatsServer,
+    /// The other nodes of a NATS cluster ([`Cluster::start_nats_cluster`]);
+    /// none for a single server.
+    pub peers: Vec<NatsServer>,
     dir: TempDir,
 }
 
@@ -74,8 +78,45 @@ impl Cluster {
         Cluster {
             anvil: Arc::new(Anvil::start()),
             nats: NatsServer::start(),
+            peers: Vec::new(),
             dir: support::temp_dir(test),
         }
+    }
+
+    /// [`Cluster::start`] with a NATS cluster of `size` nodes instead of one
+    /// server; every role gets all their URLs in `NATS_URL`.
+    pub fn start_nats_cluster(test: &str, size: usize) -> Cluster {
+        support::ensure_mock_provers_built();
+        let mut nodes = nats_cluster::start_nodes(size);
+        let nats = nodes.remove(0);
+        Cluster {
+            anvil: Arc::new(Anvil::start()),
+            nats,
+            peers: nodes,
+            dir: support::temp_dir(test),
+        }
+    }
+
+    /// Every NATS node, the first one first.
+    pub fn nats_nodes(&self) -> Vec<&NatsServer> {
+        std::iter::once(&self.nats).chain(&self.peers).collect()
+    }
+
+    /// NATS node `index` of [`Cluster::nats_nodes`], e.g. to kill it.
+    pub fn nats_node_mut(&mut self, index: usize) -> &mut NatsServer {
+        match index {
+            0 => &mut self.nats,
+            _ => &mut self.peers[index - 1],
+        }
+    }
+
+    /// `NATS_URL`: the URLs of every node, comma separated.
+    pub fn nats_urls(&self) -> String {
+        std::iter::once(&self.nats)
+            .chain(&self.peers)
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A `NEXT_BLOCK` whose first `backlog` blocks are final already, so a
@@ -94,7 +135,7 @@ impl Cluster {
     /// What every role needs to reach the servers: `NATS_URL` and `L1_RPC`.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("NATS_URL".to_owned(), self.nats.url()),
+            ("NATS_URL".to_owned(), self.nats_urls()),
             ("L1_RPC".to_owned(), self.anvil.url()),
         ]
     }
@@ -249,10 +290,13 @@ impl Cluster {
                 format!("--- {name} ---\n{}", tail(&text, 25))
             })
             .collect();
-        tails.push(format!(
-            "--- nats-server ---\n{}",
-            tail(&self.nats.log(), 10)
-        ));
+        for node in std::iter::once(&self.nats).chain(&self.peers) {
+            tails.push(format!(
+                "--- nats-server {} ---\n{}",
+                node.url(),
+                tail(&node.log(), 10)
+            ));
+        }
         panic!("{what}\n{}", tails.join("\n"));
     }
 }

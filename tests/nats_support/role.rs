@@ -33,6 +33,8 @@ pub struct Role {
     /// A name for file names and failure messages, e.g. `prover-1`.
     pub label: String,
     command: String,
+    /// Flags after the command, e.g. `--replicas 3` for `init`.
+    args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
@@ -42,8 +44,16 @@ impl Role {
         Role {
             label: label.to_owned(),
             command: command.to_owned(),
+            args: Vec::new(),
             env: Vec::new(),
         }
+    }
+
+    /// Adds command-line flags after the command.
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Role {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
     }
 
     /// Adds variables; a later value for the same key wins.
@@ -93,7 +103,10 @@ impl RoleProcess {
         let stderr_path = self.dir.join(format!("{label}.{run}.stderr"));
         let stdout_path = self.dir.join(format!("{label}.{run}.stdout"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-        command.arg(&self.role.command).env_clear();
+        command
+            .arg(&self.role.command)
+            .args(&self.role.args)
+            .env_clear();
         for key in PASSED_THROUGH {
             if let Some(value) = std::env::var_os(key) {
                 command.env(key, value);

@@ -177,3 +177,37 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
     }
 }
+
+impl NatsServer {
+    /// The server's process id, e.g. to send it a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGSTOP: the server keeps its sockets open but answers nothing, as a
+    /// host stalled by swapping or a paused VM; clients see timeouts, not a
+    /// closed connection. [`NatsServer::thaw`] resumes it.
+    pub fn freeze(&self) {
+        // SAFETY: kill(2) on our own child, which is not reaped while we hold it.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGSTOP) };
+    }
+
+    /// SIGCONT after [`NatsServer::freeze`].
+    pub fn thaw(&self) {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGCONT) };
+    }
+
+    /// The monitoring port (`/healthz`, `/jsz`, ...).
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// The server name given with `-n` (a cluster node's), or "".
+    pub fn name(&self) -> &str {
+        self.flags
+            .windows(2)
+            .find(|pair| pair[0] == "-n")
+            .map_or("", |pair| pair[1].as_str())
+    }
+}

@@ -11,7 +11,9 @@ mod connect;
 mod lookup;
 pub mod payload;
 mod publish;
+mod replicas;
 mod source;
+pub mod status;
 mod store;
 
 use std::time::Duration;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType, Stream};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, ErrorCode, kv};
 use thiserror::Error;
 
 pub use connect::{NatsOptions, shown_url};
@@ -90,6 +92,10 @@ pub struct Topology {
     pub prefix: String,
     /// Window in which a repeated message id is dropped.
     pub duplicate_window: Duration,
+    /// Copies a NATS cluster keeps of the stream, the matcher's key-value
+    /// bucket and the payload object store, so losing a node loses no
+    /// message; 1 on a single server.
+    pub replicas: usize,
 }
 
 impl Default for Topology {
@@ -105,7 +111,14 @@ impl Topology {
             stream: name.to_owned(),
             prefix: name.to_owned(),
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         }
+    }
+
+    /// This topology with `replicas` copies of everything it creates.
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
     }
 
     /// The logical name of `queue`, given short (`blocks`) or full
@@ -168,6 +181,7 @@ impl NatsBus {
             subjects: vec![format!("{}.>", topology.prefix)],
             storage: StorageType::File,
             duplicate_window: topology.duplicate_window,
+            num_replicas: topology.replicas,
             ..Default::default()
         };
         let mut failures = 0;
@@ -178,6 +192,19 @@ impl NatsBus {
                     tracing::debug!(error = %e, "stream request failed after a refusal");
                     return Err(NatsError::Refused {
                         url: shown_url(&options.url),
+                    });
+                }
+                // More replicas than a single server can hold never works:
+                // retrying would only repeat it.
+                Err(e) if is_code(&e, ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED) => {
+                    return Err(NatsError::JetStream {
+                        what: format!(
+                            "creating stream {} with {} replicas (ORCHESTRATOR_REPLICAS)",
+                            topology.stream, topology.replicas
+                        ),
+                        reason: format!(
+                            "{e}; set replicas to 1 for a single server, or at most the number of servers of the cluster"
+                        ),
                     });
                 }
                 Err(e) => NatsError::JetStream {
@@ -195,7 +222,7 @@ impl NatsBus {
         };
         let payloads = Arc::new(Payloads::new(
             js.clone(),
-            &topology.stream,
+            &topology,
             PayloadConfig::default(),
         ));
         Ok(Self {
@@ -217,11 +244,7 @@ impl NatsBus {
                 "the payload inline limit is not below the server's max_payload: payloads in between will be refused; lower --inline-payload-limit (ORCHESTRATOR_INLINE_PAYLOAD_LIMIT)"
             );
         }
-        self.payloads = Arc::new(Payloads::new(
-            self.js.clone(),
-            &self.topology.stream,
-            config,
-        ));
+        self.payloads = Arc::new(Payloads::new(self.js.clone(), &self.topology, config));
         self
     }
 
@@ -237,6 +260,12 @@ impl NatsBus {
                 what: format!("creating payload bucket {}", self.payloads.bucket),
                 reason,
             })
+    }
+
+    /// Whether the client is connected to a server right now (it
+    /// reconnects by itself); for readiness checks.
+    pub fn is_connected(&self) -> bool {
+        self.js.client().connection_state() == async_nats::connection::State::Connected
     }
 
     /// The topology this bus uses.
@@ -326,6 +355,7 @@ impl NatsBus {
                     history: 1,
                     max_age: Duration::from_secs(14 * 24 * 3600),
                     storage: StorageType::File,
+                    num_replicas: self.topology.replicas,
                     ..Default::default()
                 })
                 .await
@@ -339,6 +369,12 @@ impl NatsBus {
             prefix: prefix.to_owned(),
         })
     }
+}
+
+/// Whether `error` is the JetStream API error `code`.
+fn is_code(error: &async_nats::jetstream::context::CreateStreamError, code: ErrorCode) -> bool {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    matches!(error.kind(), CreateStreamErrorKind::JetStream(e) if e.error_code() == code)
 }
 
 #[cfg(test)]

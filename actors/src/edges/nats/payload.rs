@@ -187,16 +187,23 @@ pub(super) struct Payloads {
     js: jetstream::Context,
     pub(super) bucket: String,
     pub(super) config: PayloadConfig,
+    /// Copies a cluster keeps of the bucket (see [`super::Topology::replicas`]).
+    replicas: usize,
     store: Mutex<Option<ObjectStore>>,
 }
 
 impl Payloads {
-    /// The payload bucket of `stream`: `<stream>_payloads`.
-    pub(super) fn new(js: jetstream::Context, stream: &str, config: PayloadConfig) -> Self {
+    /// The payload bucket of `topology`'s stream: `<stream>_payloads`.
+    pub(super) fn new(
+        js: jetstream::Context,
+        topology: &super::Topology,
+        config: PayloadConfig,
+    ) -> Self {
         Self {
             js,
-            bucket: format!("{}_payloads", safe_name(stream)),
+            bucket: format!("{}_payloads", safe_name(&topology.stream)),
             config,
+            replicas: topology.replicas,
             store: Mutex::new(None),
         }
     }
@@ -256,6 +263,7 @@ impl Payloads {
             )),
             max_age: self.config.retention,
             storage: StorageType::File,
+            num_replicas: self.replicas,
             ..Default::default()
         };
         match self.js.create_object_store(config).await {
