@@ -44,6 +44,7 @@ FROM ${RUNTIME_IMAGE}
 RUN set -eu; \
     apt-get update -q; \
     apt-get install -y -q --no-install-recommends ca-certificates tini; \
+    apt-get clean; \
     rm -rf /var/lib/apt/lists/*; \
     useradd --system --uid 10001 --user-group --create-home \
         --home-dir /var/lib/orchestrator orchestrator; \

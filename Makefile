@@ -16,6 +16,7 @@ test:
 	cargo clippy --workspace --all-targets -- -D warnings && \
 	cargo build --workspace && \
 	cargo test --workspace
+	$(MAKE) container-test
 
 deps:
 	scripts/install-test-deps.sh
@@ -26,3 +27,22 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+# Containers (README, "Containers"): the original template's compose targets,
+# run in compose/ (start-services, start-split-work, ..., stop-services).
+CONTAINER_TARGETS := start-services start-split-work start-mock-proving start-split-work-amd64 \
+	start-multistep-mock-proving start-gpu-proving stop-services logs status image
+.PHONY: $(CONTAINER_TARGETS) compose-config container-test
+
+$(CONTAINER_TARGETS):
+	$(MAKE) -C compose $@
+
+compose-config:
+	$(MAKE) -C compose config
+
+# The container test (tests/containers.rs) on a real Docker engine, which
+# scripts/containers/engine.sh installs and starts where it can; where it
+# cannot, the test says so in one line and the suite goes on.
+container-test:
+	deps="$$(scripts/install-test-deps.sh)" && export PATH="$$deps:$$PATH" && \
+	cargo test --test containers -- --ignored --nocapture --test-threads=1

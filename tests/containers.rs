@@ -18,6 +18,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use container_support::{Deployment, HostAnvil, WAIT, blocks_done_by, check, engine};
 use nats_support::checks::{
@@ -25,12 +26,16 @@ use nats_support::checks::{
 };
 use nats_support::{LINGER, Tap};
 
-/// Whether the engine is there; prints the skip line when it is not.
-fn engine_or_skip(test: &str) -> bool {
+/// Whether the engine is there; when it is not, the first test to ask
+/// prints the one skip line for all of them.
+fn engine_or_skip() -> bool {
+    static SAID: AtomicBool = AtomicBool::new(false);
     match engine() {
         Ok(()) => true,
         Err(reason) => {
-            println!("containers: skipped {test}: {reason}");
+            if !SAID.swap(true, Ordering::Relaxed) {
+                println!("containers: skipped, {reason}");
+            }
             false
         }
     }
@@ -76,7 +81,7 @@ fn await_window(deployment: &Deployment, completed: &mut Tap, window: &Range<u64
 #[test]
 #[ignore = "needs a Docker engine; `make test` runs it"]
 fn every_compose_file_validates() {
-    if !engine_or_skip("every_compose_file_validates") {
+    if !engine_or_skip() {
         return;
     }
     let output = container_support::compose_config();
@@ -101,7 +106,7 @@ fn every_compose_file_validates() {
 #[test]
 #[ignore = "needs a Docker engine; `make test` runs it"]
 fn split_work_proves_each_block_once_across_two_containers() {
-    if !engine_or_skip("split_work") {
+    if !engine_or_skip() {
         return;
     }
     let anvil = HostAnvil::start();
@@ -163,7 +168,7 @@ fn split_work_proves_each_block_once_across_two_containers() {
 #[test]
 #[ignore = "needs a Docker engine; `make test` runs it"]
 fn multistep_completes_each_block_once_with_a_step_prover_killed() {
-    if !engine_or_skip("multistep") {
+    if !engine_or_skip() {
         return;
     }
     let anvil = HostAnvil::start();
@@ -215,7 +220,7 @@ fn multistep_completes_each_block_once_with_a_step_prover_killed() {
 #[test]
 #[ignore = "needs a Docker engine; `make test` runs it"]
 fn multi_prover_starts_at_the_head_and_fans_out() {
-    if !engine_or_skip("multi_prover") {
+    if !engine_or_skip() {
         return;
     }
     let anvil = HostAnvil::start();

@@ -4,7 +4,7 @@
 # uses wget, as busybox provides it in nats:*-alpine.
 FROM debian:bookworm-slim
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends wget \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 COPY nats-server /usr/local/bin/nats-server
 EXPOSE 4222 8222
 CMD ["nats-server", "-js"]

@@ -18,6 +18,10 @@ image="${2:-ethproofs-orchestrator:test}"
 out="$root/.deps/container-bin"
 
 mkdir -p "$out"
+# One build at a time (test binaries may run side by side).
+exec 9>"$root/.deps/container-bin.lock"
+flock 9
+old="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
 for bin in orchestrator mock-prover mock-multistep-prover; do
   [ -x "$bin_dir/$bin" ] || { echo "containers: $bin_dir/$bin not built" >&2; exit 1; }
   # Debug info is most of a debug binary; the image does not need it.
@@ -35,4 +39,7 @@ docker build -q -t "$image" \
   --build-arg RUST_IMAGE=debian:bookworm-slim \
   "$root" >/dev/null 2>"$root/.deps/test-image.log" \
   || { cat "$root/.deps/test-image.log" >&2; exit 1; }
+# The image it replaces would stay behind untagged, run after run.
+new="$(docker image inspect --format '{{.Id}}' "$image")"
+if [ -n "$old" ] && [ "$old" != "$new" ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
 echo "containers: image $image built from $bin_dir" >&2

@@ -328,7 +328,8 @@ impl Deployment {
         );
         let label = format!("label=com.docker.compose.project={}", self.project);
         let name = format!("name={}_", self.project);
-        let mut left = Vec::new();
+        // A set: a resource may match both its label and its name.
+        let mut left = BTreeSet::new();
         for (kind, filter) in [
             ("container", &label),
             ("network", &label),
