@@ -13,7 +13,6 @@ pub mod payload;
 mod publish;
 mod replicas;
 mod source;
-pub mod status;
 mod store;
 
 use std::time::Duration;
