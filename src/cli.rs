@@ -52,6 +52,9 @@ pub enum Command {
     Dispatcher(ProverArgs),
     /// Proofs stored on NATS.
     Proof(ProofArgs),
+    /// One screen of the cluster's state on NATS: stream, consumers, last
+    /// block and proof, dead letters, buckets.
+    Status(StatusArgs),
 }
 
 impl Command {
@@ -69,6 +72,7 @@ impl Command {
             Command::Proof(ProofArgs {
                 action: ProofAction::Get(a),
             }) => a.push(&mut out),
+            Command::Status(a) => a.push(&mut out),
         }
         out
     }
@@ -479,6 +483,23 @@ impl Push for ProofGet {
     fn push(&self, out: &mut Vec<Override>) {
         self.nats.push(out);
         text(out, "input_queue", &self.input_queue);
+    }
+}
+
+/// `orchestrator status`: the usual NATS settings, and the output format.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    /// Print the status as one JSON object [env: ORCHESTRATOR_JSON].
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+}
+
+impl Push for StatusArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.nats.push(out);
+        switch(out, "json", self.json);
     }
 }
 

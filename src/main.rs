@@ -7,6 +7,7 @@ mod proof_get;
 mod report;
 mod roles;
 mod standalone;
+mod status;
 mod wiring;
 
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ fn start(cli: &Cli) -> anyhow::Result<i32> {
         Command::Proof(ProofArgs {
             action: ProofAction::Get(get),
         }) => return proof_get::run(get, &settings).map(|()| 0),
+        Command::Status(_) => return status::run(&settings),
         Command::Init(_) => Role::Init,
         Command::BlockWatcher(_) => Role::BlockWatcher,
         Command::Prover(_) | Command::Dispatcher(_) => Role::Prover,

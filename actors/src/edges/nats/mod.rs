@@ -13,6 +13,7 @@ pub mod payload;
 mod publish;
 mod replicas;
 mod source;
+pub mod status;
 mod store;
 
 use std::time::Duration;
