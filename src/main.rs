@@ -112,11 +112,24 @@ where
         actix::spawn(async move {
             if let Err(error) = setup.await {
                 eprintln!("error: {error:#}");
-                shutdown.exit(2, "start-up failed");
+                shutdown.exit(startup_failure_code(&error), "start-up failed");
             }
         });
     });
     system.run_with_code().context("the actor system failed")
+}
+
+/// The exit code of a start-up that failed with `error`: 1 when the
+/// settings were usable but NATS said no (refused credentials, JetStream
+/// unavailable); 2, the code of usage errors, when a setting itself is
+/// unusable (e.g. a file it names cannot be read). A supervisor or script
+/// can then tell "fix the configuration" from "could not run".
+fn startup_failure_code(error: &anyhow::Error) -> i32 {
+    use orchestrator_actors::edges::nats::NatsError;
+    match error.chain().find_map(|e| e.downcast_ref::<NatsError>()) {
+        Some(NatsError::File { .. }) | None => 2,
+        Some(_) => 1,
+    }
 }
 
 /// The one place the actor system is stopped: once an exit is asked for,
@@ -134,9 +147,11 @@ async fn stop_when_asked(shutdown: Shutdown) {
 fn init_logging(format: LogFormat) {
     let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     // The NATS client's debug logs print its connect options, passwords
-    // included: keep it at info unless asked for by name.
+    // included, and it logs every failed connection attempt itself, beside
+    // the events our connection callback logs once: off unless asked for
+    // by name.
     if !directives.contains("async_nats") {
-        directives.push_str(",async_nats=info");
+        directives.push_str(",async_nats=off");
     }
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

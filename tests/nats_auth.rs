@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nats_support::NatsServer;
 
@@ -40,14 +40,14 @@ fn shows_authorization_refused(log: &str) -> bool {
 }
 
 /// `init` with credentials `server` must refuse: it stops by itself (exit
-/// code 2, one clear error line) instead of retrying forever, and it was
+/// code 1, one clear error line) instead of retrying forever, and it was
 /// refused by the server, not cut short by the harness's deadlock guard.
 fn init_refused(server: &NatsServer, env: &[(&str, &str)]) -> Output {
     let refused = init(&server.url(), env, Duration::from_secs(60));
     let log = stderr(&refused);
     assert_eq!(
         refused.status.code(),
-        Some(2),
+        Some(1),
         "init did not stop by itself on refused credentials: {log}"
     );
     assert!(
@@ -55,7 +55,7 @@ fn init_refused(server: &NatsServer, env: &[(&str, &str)]) -> Output {
         "init never said the server refused its credentials: {log}"
     );
     assert_eq!(
-        log.matches("NATS refused the credentials").count(),
+        log.matches("refused the credentials").count(),
         1,
         "the refusal should be logged once: {log}"
     );
@@ -103,6 +103,83 @@ fn user_and_password() {
         ("NATS_PASSWORD", WRONG_SECRET),
     ];
     init_refused(&server, &wrong);
+}
+
+/// Every command that talks to NATS, as an operator would start it.
+const NATS_COMMANDS: &[(&str, &[(&str, &str)])] = &[
+    ("init", &[]),
+    ("block-watcher", &[]),
+    ("prover", &[]),
+    ("proof-matcher", &[]),
+    ("step-collector", &[]),
+    ("collector", &[("STRATEGY", "Proof")]),
+    ("dispatcher", &[]),
+];
+
+/// Longest a refused command may take to stop: the server refuses at the
+/// first attempt, so anything near this is a retry loop, not a refusal.
+const REFUSED_WITHIN: Duration = Duration::from_secs(5);
+
+/// Every role, handed a wrong password, stops by itself within seconds
+/// with exit code 1 (2 is for usage errors) and one warning or error on
+/// stderr: the error naming the settings to check. Nothing kills it.
+#[test]
+fn every_role_exits_1_with_one_line_on_refused_credentials() {
+    let server = NatsServer::start_with(&["--user", "orchestrator", "--pass", SECRET]);
+    let work = support::temp_dir("refused-roles");
+    for (command, extra) in NATS_COMMANDS {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .arg(command)
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "HOME"))
+            .env("NATS_URL", server.url())
+            .env("NATS_USER", "orchestrator")
+            .env("NATS_PASSWORD", WRONG_SECRET)
+            .env("L1_RPC", "http://127.0.0.1:9")
+            .env("RUST_LOG", "info")
+            .env("METRICS_PORT", support::node::free_port().to_string())
+            .env("NO_COLOR", "1")
+            .envs(extra.iter().copied())
+            .current_dir(work.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start orchestrator");
+        let started = Instant::now();
+        let mut status = None;
+        support::eventually(REFUSED_WITHIN, || {
+            status = child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        let Some(status) = status else {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait for the killed role");
+            panic!(
+                "`{command}` still running {REFUSED_WITHIN:?} after refused credentials: {}",
+                stderr(&output)
+            );
+        };
+        let log = stderr(&child.wait_with_output().expect("stderr"));
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "`{command}` exited with {status}: {log}"
+        );
+        // Info lines (e.g. where metrics are served) may come first; of
+        // warnings and errors there is one, the refusal.
+        let loud: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("error:") || l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        assert!(
+            loud.len() == 1 && shows_authorization_refused(&log),
+            "`{command}` should say one thing, the refusal; it said {} in {:?}:\n{log}",
+            loud.len(),
+            started.elapsed()
+        );
+        assert!(!log.contains(WRONG_SECRET), "`{command}`: {log}");
+    }
 }
 
 #[test]

@@ -1,9 +1,16 @@
 //! Connecting to NATS: URLs, credentials, TLS. Secrets never reach a log.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::NatsError;
+
+/// Longest wait at start for the server to accept or refuse the credentials.
+const FIRST_ANSWER: Duration = Duration::from_secs(5);
 
 /// How to reach and authenticate to the NATS server. Secrets stay in here:
 /// nothing of this is logged but the URL's host.
@@ -50,6 +57,7 @@ impl NatsOptions {
                             seen.note_refusal(&shown)
                         }
                         async_nats::Event::Connected => {
+                            seen.note_connected();
                             tracing::info!(server = %shown, "connected to NATS")
                         }
                         async_nats::Event::Closed => {
@@ -107,6 +115,16 @@ impl NatsOptions {
                 url: shown_url(&self.url),
                 reason: e.to_string(),
             })?;
+        // A server refuses credentials on the first attempt: waiting for
+        // that answer stops the caller at once, instead of after a
+        // JetStream request has timed out. A server that is down gets no
+        // more than FIRST_ANSWER; the caller's retries take over.
+        refusals.first_answer(FIRST_ANSWER).await;
+        if refusals.refused() {
+            return Err(NatsError::Refused {
+                url: shown_url(&self.url),
+            });
+        }
         Ok((client, refusals))
     }
 }
@@ -115,20 +133,50 @@ impl NatsOptions {
 /// retrying them, so this is how a caller tells "not up yet" (retry) from
 /// "never going to work" (stop with a clear error).
 #[derive(Debug, Clone, Default)]
-pub struct Refusals(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct Refusals(Arc<RefusalState>);
+
+#[derive(Debug, Default)]
+struct RefusalState {
+    refused: AtomicBool,
+    /// Connected at least once: a refusal from then on (credentials
+    /// revoked while running) is logged, as no caller returns it.
+    connected: AtomicBool,
+    /// Wakes [`NatsOptions::connect`] on the first answer, either kind.
+    answered: Notify,
+}
 
 impl Refusals {
-    /// Records a refusal, logging only the first: a client retrying refused
+    /// Records a refusal. Before the first connection it is not logged: the
+    /// caller ends with [`NatsError::Refused`], the one line the operator
+    /// needs. Later it is logged once: a client retrying refused
     /// credentials would repeat it every attempt.
     fn note_refusal(&self, server: &str) {
-        if !self.0.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let first = !self.0.refused.swap(true, Ordering::Relaxed);
+        if first && self.0.connected.load(Ordering::Relaxed) {
             tracing::error!(%server, "NATS refused the credentials (authorization violation)");
         }
+        self.0.answered.notify_one();
+    }
+
+    fn note_connected(&self) {
+        self.0.connected.store(true, Ordering::Relaxed);
+        self.0.answered.notify_one();
     }
 
     /// Whether the server has said "authorization violation" at least once.
     pub fn refused(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `limit` for the server's first answer: connected, or
+    /// refused.
+    async fn first_answer(&self, limit: Duration) {
+        let answered = async {
+            while !self.refused() && !self.0.connected.load(Ordering::Relaxed) {
+                self.0.answered.notified().await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, answered).await;
     }
 }
 
