@@ -28,6 +28,8 @@ pub const NEWEST_DEAD_LETTERS: usize = 5;
 /// The longest dead-letter reason a status shows, in characters: a reason
 /// can quote a prover's stderr, and one screen must stay one screen.
 pub const REASON_LIMIT: usize = 200;
+/// How long a connection that has answered may take to say it is connected.
+const STATE_GRACE: Duration = Duration::from_secs(2);
 /// Messages asked for per fetch when reading the dead letters.
 const SCAN_BATCH: usize = 256;
 
@@ -241,11 +243,18 @@ pub async fn cluster_status(
 /// client's own retries are for services that wait for their server; a
 /// status asked of a server that is down must say so at once.
 async fn connect(options: &NatsOptions) -> Result<Client, StatusError> {
+    // Waits up to its first-answer limit for the server.
     let (client, _refusals) = options.connect().await?;
-    if client.connection_state() != State::Connected {
-        return Err(StatusError::Unreachable {
-            url: shown_url(&options.url),
-        });
+    // The client sends its `Connected` event a moment before its state
+    // says connected: give the state that moment, not another full wait.
+    let deadline = tokio::time::Instant::now() + STATE_GRACE;
+    while client.connection_state() != State::Connected {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StatusError::Unreachable {
+                url: shown_url(&options.url),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(client)
 }
