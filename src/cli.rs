@@ -285,6 +285,22 @@ impl Push for MatchFlags {
     }
 }
 
+/// Where operators read metrics and health (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Metrics")]
+pub struct ServeFlags {
+    /// Port of /metrics, /healthz and /readyz; 0: any free port (logged);
+    /// unset: off in `run`, any free port in a role [env: METRICS_PORT].
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u64>,
+}
+
+impl Push for ServeFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        number(out, "metrics_port", self.metrics_port);
+    }
+}
+
 /// `orchestrator run`.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -305,6 +321,8 @@ pub struct RunArgs {
     /// Print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
     #[arg(long, help_heading = "Output")]
     pub json: bool,
+    #[command(flatten)]
+    pub serve: ServeFlags,
 }
 
 impl Push for RunArgs {
@@ -316,6 +334,7 @@ impl Push for RunArgs {
         self.matching.push(out);
         self.nats.push(out);
         switch(out, "json", self.json);
+        self.serve.push(out);
     }
 }
 
@@ -348,6 +367,8 @@ pub struct WatcherArgs {
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
+    #[command(flatten)]
+    pub serve: ServeFlags,
 }
 
 impl Push for WatcherArgs {
@@ -355,6 +376,7 @@ impl Push for WatcherArgs {
         self.chain.push(out);
         self.nats.push(out);
         self.queues.push(out);
+        self.serve.push(out);
     }
 }
 
@@ -370,6 +392,8 @@ pub struct ProverArgs {
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
+    #[command(flatten)]
+    pub serve: ServeFlags,
 }
 
 impl Push for ProverArgs {
@@ -378,6 +402,7 @@ impl Push for ProverArgs {
         switch(out, "multiple_output", self.multiple_output);
         self.nats.push(out);
         self.queues.push(out);
+        self.serve.push(out);
     }
 }
 
@@ -390,6 +415,8 @@ pub struct MatcherArgs {
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
+    #[command(flatten)]
+    pub serve: ServeFlags,
 }
 
 impl Push for MatcherArgs {
@@ -397,6 +424,7 @@ impl Push for MatcherArgs {
         self.matching.push(out);
         self.nats.push(out);
         self.queues.push(out);
+        self.serve.push(out);
     }
 }
 
@@ -412,6 +440,8 @@ pub struct StepCollectorArgs {
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
+    #[command(flatten)]
+    pub serve: ServeFlags,
 }
 
 impl Push for StepCollectorArgs {
@@ -420,6 +450,7 @@ impl Push for StepCollectorArgs {
         self.steps.push(out);
         self.nats.push(out);
         self.queues.push(out);
+        self.serve.push(out);
     }
 }
 

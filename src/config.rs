@@ -87,7 +87,8 @@ pub struct Settings {
     pub multiple_output: bool,
     /// Accepted for template compatibility; see README.
     pub collect_timeout_period_millis: Option<u64>,
-    /// Accepted for template compatibility; see README.
+    /// Port of the operators' HTTP endpoints (`src/http.rs`); unset: off
+    /// in `run`, any free port in a role.
     pub metrics_port: Option<u16>,
     /// Accepted for template compatibility; only `NatsBasic`.
     pub message_bus_type: Option<String>,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod http;
 mod proof_get;
 mod report;
 mod roles;

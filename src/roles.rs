@@ -16,6 +16,7 @@ use orchestrator_actors::messages::queues;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::http;
 use crate::wiring;
 use crate::wiring::{
     connect, consumer_spec, matcher_bucket, pool_config, resume_point, watcher_config,
@@ -135,7 +136,19 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
         Role::BlockWatcher => Some(RpcChain::new(&s.l1_rpc)?),
         _ => None,
     };
+    let readiness = http::Readiness::default();
+    if role != Role::Init {
+        readiness.needs_nats();
+        if let Some(chain) = &chain {
+            readiness.needs_rpc(chain.health(), http::rpc_window(&s));
+        }
+        if let Some(port) = http::port(&s, true) {
+            // Further pages (the dashboard) go in place of `Router::new()`.
+            http::serve(port, readiness.clone(), axum::Router::new()).await?;
+        }
+    }
     let bus = connect(&s, role.name()).await?;
+    readiness.nats_connected(&bus);
     let io = RoleQueues::new(role, &s, bus.topology());
     let publisher = Arc::new(bus.publisher());
     tracing::info!(role = role.name(), inputs = ?io.inputs, output = %io.output, consumer = %io.consumer, "starting role");

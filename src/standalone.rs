@@ -18,6 +18,7 @@ use orchestrator_actors::messages::queues::*;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::http;
 use crate::report::{RangeProgress, Reporter};
 use crate::wiring;
 
@@ -127,8 +128,21 @@ impl Plan {
     /// are handed back to their queue when `shutdown` is triggered.
     pub async fn start(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let s = &self.settings;
+        let readiness = http::Readiness::default();
+        readiness.needs_rpc(self.chain.health(), http::rpc_window(s));
+        if s.nats_url.is_some() {
+            readiness.needs_nats();
+        }
+        if let Some(port) = http::port(s, false) {
+            // Further pages (the dashboard) go in place of `Router::new()`.
+            http::serve(port, readiness.clone(), axum::Router::new()).await?;
+        }
         let edges = match &s.nats_url {
-            Some(_) => Edges::Nats(Box::new(wiring::connect(s, "standalone").await?)),
+            Some(_) => {
+                let bus = wiring::connect(s, "standalone").await?;
+                readiness.nats_connected(&bus);
+                Edges::Nats(Box::new(bus))
+            }
             None => Edges::Local(LocalBus::new()),
         };
         tracing::info!(

@@ -13,4 +13,5 @@ pub mod actors;
 pub mod backoff;
 pub mod edges;
 pub mod messages;
+pub mod metrics;
 pub mod shutdown;

@@ -8,6 +8,7 @@ use actix::prelude::*;
 use crate::backoff::Backoff;
 use crate::edges::{ChainHead, EdgeError, Publisher};
 use crate::messages::{Envelope, queues};
+use crate::metrics;
 use crate::shutdown::Lifeline;
 
 /// At most this many blocks are announced per poll, so a big backlog is worked
@@ -149,7 +150,10 @@ async fn announce_due(
     cursor: Option<u64>,
 ) -> PollOutcome {
     let finalized = match chain.finalized_block().await {
-        Ok(n) => n,
+        Ok(n) => {
+            metrics::finalized_head(n);
+            n
+        }
         Err(error) => {
             return PollOutcome {
                 cursor,
@@ -181,12 +185,16 @@ async fn announce_due(
                 };
             }
             tracing::debug!(block = next, "block announced");
+            metrics::block_published();
             announced += 1;
         } else if config.every > 1 {
             // Jump straight to the next sampled block instead of walking to it.
-            next = (next / config.every + 1) * config.every;
+            let sampled = (next / config.every + 1) * config.every;
+            metrics::blocks_seen(sampled - next);
+            next = sampled;
             continue;
         }
+        metrics::blocks_seen(1);
         next += 1;
     }
     PollOutcome {

@@ -149,6 +149,7 @@ async fn apply(
         Event::Block(block) => *block,
         Event::Proof(proof) => proof.block,
     };
+    let is_block = matches!(event, Event::Block(_));
     let (mut record, revision) = store.load(block).await?;
     let completed = match event {
         Event::Block(_) => record.on_block(now),
@@ -163,6 +164,12 @@ async fn apply(
         tracing::info!(block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched");
     }
     store.save(block, &record, revision).await?;
+    if is_block {
+        crate::metrics::block_announced(block);
+    }
+    for proof in &completed {
+        crate::metrics::proof_completed(&proof.prover, proof.block);
+    }
     if !completed.is_empty() && !expected.is_empty() && record.fully_proved(expected) {
         tracing::info!(block, provers = ?record.provers, "block proved by every expected prover");
     }

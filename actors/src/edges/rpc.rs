@@ -1,6 +1,8 @@
 //! The Ethereum JSON-RPC edge: reads the finalized head with alloy.
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy_eips::BlockNumberOrTag;
 use alloy_provider::{DynProvider, Provider, ProviderBuilder};
@@ -25,6 +27,31 @@ pub struct RpcChain {
     /// Requests failed in a row; the first success after some is logged,
     /// so an operator who saw the failures also sees them end.
     failures: AtomicU32,
+    /// When the node last answered; read by readiness checks.
+    health: RpcHealth,
+}
+
+/// When an [`RpcChain`] last got an answer from its node, shared with
+/// whoever reports readiness (`/readyz`): a watcher whose node stopped
+/// answering is alive but not ready.
+#[derive(Debug, Clone, Default)]
+pub struct RpcHealth(Arc<Mutex<Option<Instant>>>);
+
+impl RpcHealth {
+    /// How long ago the node last answered; `None` if it never has.
+    pub fn since_last_answer(&self) -> Option<Duration> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|at| at.elapsed())
+    }
+
+    fn answered(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
 }
 
 impl RpcChain {
@@ -47,7 +74,13 @@ impl RpcChain {
             shown_url: redact(url),
             full_url,
             failures: AtomicU32::new(0),
+            health: RpcHealth::default(),
         })
+    }
+
+    /// When the node last answered, updated as it answers.
+    pub fn health(&self) -> RpcHealth {
+        self.health.clone()
     }
 }
 
@@ -71,6 +104,7 @@ impl ChainHead for RpcChain {
             .and_then(|b| b.ok_or_else(|| rpc_error("the node has no finalized block yet".into())));
         match answer {
             Ok(block) => {
+                self.health.answered();
                 let failures = self.failures.swap(0, Ordering::Relaxed);
                 if failures > 0 {
                     tracing::info!(url = %self.shown_url, failures, "RPC recovered after {failures} failures");

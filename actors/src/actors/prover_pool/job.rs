@@ -69,6 +69,14 @@ pub(super) async fn settle(
         answer = keep_alive(run, delivery.ack.as_ref(), config.progress_interval) => answer,
     };
     let result = answer.unwrap_or(Err(JobFailure::WorkerLost));
+    if let Ok(output) = &result {
+        crate::metrics::job_proved(
+            &config.name,
+            &delivery.queue,
+            started.elapsed(),
+            output.len(),
+        );
+    }
     let retire = result
         .as_ref()
         .err()

@@ -16,6 +16,7 @@ use self::job::{Outcome, settle};
 use super::prover_worker::ProverWorker;
 use crate::backoff::Backoff;
 use crate::edges::{Delivery, JobRunner, JobSource, Publisher};
+use crate::metrics::{self, JobEnd};
 use crate::shutdown::{Lifeline, Shutdown};
 
 /// Where the output of a job from one input queue goes.
@@ -188,6 +189,7 @@ impl ProverPool {
         state.worker = None;
         state.deaths += 1;
         self.stats.restarts += 1;
+        metrics::worker_restarted(&self.config.name);
         let delay = self.config.restart.delay(state.deaths);
         tracing::warn!(slot, deaths = state.deaths, restart_in = ?delay, "prover worker died; replacing it");
         ctx.run_later(delay, move |pool, ctx| {
@@ -219,6 +221,10 @@ impl ProverPool {
             .clone()
             .expect("idle slot has a worker");
         self.slots[slot].busy = true;
+        let (prover, queue) = (self.config.name.clone(), delivery.queue.clone());
+        let gpu = self.config.gpus.get(slot).cloned();
+        metrics::job_started(&prover, &queue);
+        metrics::job_in_flight(&prover, slot, gpu.as_deref(), true);
         let work = self.shutdown.track(settle(
             worker,
             delivery,
@@ -235,6 +241,14 @@ impl ProverPool {
                         drop(permit);
                     }
                     pool.slots[slot].busy = false;
+                    metrics::job_in_flight(&prover, slot, gpu.as_deref(), false);
+                    let end = match outcome {
+                        Outcome::Proved { .. } => JobEnd::Succeeded,
+                        Outcome::Retried => JobEnd::Retried,
+                        Outcome::Failed => JobEnd::DeadLettered,
+                        Outcome::HandedBack => JobEnd::HandedBack,
+                    };
+                    metrics::job_ended(&prover, &queue, end);
                     match outcome {
                         Outcome::Proved { publish_retries } => {
                             pool.stats.proved += 1;
@@ -244,11 +258,11 @@ impl ProverPool {
                         }
                         Outcome::Retried => {
                             pool.stats.retried += 1;
-                            pool.job_failed();
+                            pool.job_failed(ctx);
                         }
                         Outcome::Failed => {
                             pool.stats.failed += 1;
-                            pool.job_failed();
+                            pool.job_failed(ctx);
                         }
                         Outcome::HandedBack => pool.stats.handed_back += 1,
                     }
@@ -263,11 +277,13 @@ impl ProverPool {
     fn job_succeeded(&mut self) {
         self.failing_streak = 0;
         *self.intake_paused_until.lock().expect("pause lock") = None;
+        metrics::intake(&self.config.name, false, 0);
     }
 
-    fn job_failed(&mut self) {
+    fn job_failed(&mut self, ctx: &mut Context<Self>) {
         self.failing_streak += 1;
         if !self.config.pause_after_failure {
+            metrics::intake(&self.config.name, false, self.failing_streak);
             return;
         }
         // Longer than the failed job's own retry delay, so a healthy idle
@@ -275,6 +291,14 @@ impl ProverPool {
         let pause = self.config.retry.delay(self.failing_streak + 1);
         tracing::warn!(failed_in_a_row = self.failing_streak, pause = ?pause, "jobs keep failing on this host; taking no new job for a while so healthy hosts get them");
         *self.intake_paused_until.lock().expect("pause lock") = Some(Instant::now() + pause);
+        metrics::intake(&self.config.name, true, self.failing_streak);
+        // The pause ends by itself; the gauge must say so when it does.
+        ctx.run_later(pause, |pool, _ctx| {
+            let until = *pool.intake_paused_until.lock().expect("pause lock");
+            if until.is_none_or(|until| until <= Instant::now()) {
+                metrics::intake(&pool.config.name, false, pool.failing_streak);
+            }
+        });
     }
 
     /// Notices workers that died while idle (a mailbox closes on panic) and
@@ -308,6 +332,7 @@ impl ProverPool {
                     let state = &mut self.slots[slot];
                     state.deaths += 1;
                     self.stats.restarts += 1;
+                    metrics::worker_restarted(&self.config.name);
                     tracing::warn!(
                         slot,
                         deaths = state.deaths,
@@ -364,6 +389,13 @@ impl Actor for ProverPool {
                 _ = shutdown.triggered() => {}
             }
         }));
+        let inputs: Vec<&str> = self
+            .config
+            .routes
+            .iter()
+            .map(|r| r.input.as_str())
+            .collect();
+        metrics::pool_started(&self.config.name, &inputs);
         tracing::info!(pool = %self.config.name, workers = self.slots.len(), "prover pool started");
     }
 }

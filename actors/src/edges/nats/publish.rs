@@ -59,11 +59,15 @@ impl Publisher for NatsPublisher {
             .sleep(tokio::time::sleep)
             .when(|failure| matches!(failure, Failure::Transient(_)))
             .notify(|failure, delay| {
+                crate::metrics::publish_error(&queue);
                 if let Failure::Transient(reason) = failure {
                     tracing::warn!(%subject, id = %message.id, %reason, retry_in = ?delay, "publish failed; retrying with the same id");
                 }
             })
             .await;
+        if tried.is_err() {
+            crate::metrics::publish_error(&queue);
+        }
         match tried {
             Ok(()) => Ok(()),
             Err(Failure::Permanent(reason)) => Err(EdgeError::Rejected {

@@ -169,6 +169,7 @@ struct NatsAck {
 
 impl NatsAck {
     fn failed(&self, e: impl std::fmt::Display) -> EdgeError {
+        crate::metrics::ack_error();
         EdgeError::Ack {
             id: self.id.clone(),
             reason: e.to_string(),
