@@ -13,7 +13,7 @@ use nats_support::edge::{consumer_info, source, source_with_ack_wait};
 use orchestrator_actors::edges::match_store::{BlockRecord, MatchStore};
 use orchestrator_actors::edges::nats::{NatsBus, NatsSource};
 use orchestrator_actors::edges::{Delivery, JobSource, Publisher};
-use orchestrator_actors::messages::{DeadLetter, Envelope, queues};
+use orchestrator_actors::messages::{DeadLetter, Envelope, meta, queues};
 
 async fn bus(server: &NatsServer) -> NatsBus {
     nats_support::edge::bus(server, "edge-test").await
@@ -168,4 +168,20 @@ async fn match_store_keeps_records_per_prefix_and_refuses_stale_writes() {
         0,
         "matchers with other names share no state"
     );
+}
+
+#[tokio::test]
+async fn metadata_travels_in_headers_beside_an_untouched_payload() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    let envelope = Envelope::new("p-1", r#"{"block":1,"proof":"0x","prover":"p"}"#)
+        .with_meta(meta::PROVING_MS, 1234);
+    bus.publisher()
+        .publish(queues::BLOCK_PROOFS, envelope.clone())
+        .await
+        .unwrap();
+    let mut proofs = source(&bus, "reader", queues::BLOCK_PROOFS).await;
+    let delivery = next(&mut proofs).await.expect("the proof");
+    assert_eq!(delivery.payload, envelope.payload, "payload byte for byte");
+    assert_eq!(delivery.meta, envelope.meta);
 }

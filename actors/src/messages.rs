@@ -4,6 +4,8 @@
 //! number, a block proof is `{"block","proof","prover"}`, a step proof is
 //! `{"data","task_id","group_id"}`. Extra fields a prover adds are kept.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -24,7 +26,20 @@ pub mod queues {
     pub const COLLECTED_STEP_PROOFS: &str = "collected_step_proofs";
     /// Jobs that failed their last attempt, with the error.
     pub const DEAD_LETTER: &str = "dead_letter";
+    /// What happened to each job ([`super::JobEvent`]), for the dashboard
+    /// and the EthProofs reporter.
+    pub const JOB_EVENTS: &str = "job_events";
 }
+
+/// Keys of [`Envelope::meta`].
+pub mod meta {
+    /// Milliseconds the prover binary ran to make this output.
+    pub const PROVING_MS: &str = "proving-ms";
+}
+
+/// Metadata that travels beside a payload (NATS headers, or in process),
+/// never inside it: a prover binary reads its input byte for byte.
+pub type Meta = BTreeMap<String, String>;
 
 /// A message to publish: its payload and the id that deduplicates it, so a
 /// retry or a redelivery never produces the same message twice.
@@ -34,6 +49,8 @@ pub struct Envelope {
     pub id: String,
     /// The bytes as the consumer (often a prover binary) will read them.
     pub payload: Vec<u8>,
+    /// Metadata for our own consumers (see [`meta`]).
+    pub meta: Meta,
 }
 
 impl Envelope {
@@ -42,7 +59,14 @@ impl Envelope {
         Self {
             id: id.into(),
             payload: payload.into(),
+            meta: Meta::new(),
         }
+    }
+
+    /// This envelope with `key` set to `value` in its metadata.
+    pub fn with_meta(mut self, key: &str, value: impl ToString) -> Self {
+        self.meta.insert(key.to_owned(), value.to_string());
+        self
     }
 
     /// The announcement of one block: payload is the bare JSON number.
@@ -60,6 +84,10 @@ pub struct BlockProof {
     pub proof: Value,
     /// Which prover made it; the matcher tracks delivery per prover.
     pub prover: String,
+    /// Milliseconds of proving, when the prover writes it; else the
+    /// matcher fills in its host's measurement ([`meta::PROVING_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proving_ms: Option<u64>,
     /// Anything else the prover wrote, passed on untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -77,6 +105,10 @@ pub struct CompletedProof {
     /// Milliseconds from the block's announcement to the match, as seen by
     /// the matcher (0 when the proof arrived first).
     pub latency_ms: u64,
+    /// Milliseconds the prover binary ran, as its host measured it; `None`
+    /// for proofs published by something other than this project's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proving_ms: Option<u64>,
     /// Anything else the prover wrote (cycles, timings), passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -139,6 +171,72 @@ impl DeadLetter {
         let bytes = serde_json::to_vec(&letter).expect("dead letter serializes");
         Envelope::new(format!("dead-{consumer}-{queue}-{id}-{attempts}"), bytes)
     }
+}
+
+/// Where a job is, as its prover host saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Taken from its queue by a host.
+    Queued,
+    /// The prover binary started.
+    Proving,
+    /// The binary's output was published.
+    Proved,
+    /// The attempt failed (retried, or dead-lettered when `last`).
+    Failed,
+}
+
+/// One step in a job's life, published by the prover pool on
+/// [`queues::JOB_EVENTS`] so that the dashboard and the EthProofs reporter
+/// (which alone holds the API key) learn what prover hosts do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The block the job is about, when its payload names one.
+    pub block: Option<u64>,
+    /// The pool (consumer name) that ran it.
+    pub pool: String,
+    /// The queue the job came from.
+    pub queue: String,
+    /// The job's message id.
+    pub job: String,
+    /// Which delivery of the job this is, from 1.
+    pub attempt: u32,
+    /// What happened.
+    pub status: JobStatus,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// With `Proved`: milliseconds the binary ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proving_ms: Option<u64>,
+    /// With `Proved`: bytes of output published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
+    /// With `Failed`: why, and whether no retry follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl JobEvent {
+    /// The event as a message; its id is unique per job, attempt and status,
+    /// so a republished event is deduplicated.
+    pub fn envelope(&self) -> Envelope {
+        let status = serde_json::to_value(self.status).expect("status serializes");
+        let status = status.as_str().unwrap_or("event");
+        let bytes = serde_json::to_vec(self).expect("job event serializes");
+        Envelope::new(
+            format!("event-{}-{}-{}-{status}", self.pool, self.job, self.attempt),
+            bytes,
+        )
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch: the unit of every timestamp
+/// in messages and records.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The block a job payload is about, whatever its step: a bare block number, a

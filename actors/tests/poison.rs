@@ -152,6 +152,7 @@ fn delivery(queue: &str, ack: RefusingAck) -> Delivery {
         id: "poison".into(),
         payload: b"not json".to_vec(),
         attempt: 1,
+        meta: Default::default(),
         ack: Box::new(ack),
     }
 }

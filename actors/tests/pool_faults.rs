@@ -108,6 +108,7 @@ impl orchestrator_actors::edges::JobSource for OneDelivery {
                 id: "block-9".into(),
                 payload: b"9".to_vec(),
                 attempt,
+                meta: Default::default(),
                 ack: Box::new(RecordingAck(rejects)),
             }),
             None => std::future::pending().await,

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::Inbound;
 use crate::edges::match_store::MatchStore;
 use crate::edges::{Delivery, EdgeError, Publisher};
-use crate::messages::{BlockProof, Envelope, queues};
+use crate::messages::{BlockProof, Envelope, meta, queues, unix_ms};
 use crate::shutdown::Lifeline;
 
 /// Consumes block announcements and block proofs, and publishes one
@@ -79,9 +79,16 @@ impl ProofMatcher {
                 .map(Event::Block)
                 .map_err(|e| malformed("not a block number", &delivery.payload, &e));
         }
-        serde_json::from_slice(&delivery.payload)
-            .map(Event::Proof)
-            .map_err(|e| malformed("not a block proof", &delivery.payload, &e))
+        let mut proof: BlockProof = serde_json::from_slice(&delivery.payload)
+            .map_err(|e| malformed("not a block proof", &delivery.payload, &e))?;
+        // The prover's own figure wins; else its host's measurement.
+        if proof.proving_ms.is_none() {
+            proof.proving_ms = delivery
+                .meta
+                .get(meta::PROVING_MS)
+                .and_then(|ms| ms.parse().ok());
+        }
+        Ok(Event::Proof(proof))
     }
 }
 
@@ -144,7 +151,7 @@ async fn apply(
     expected: &BTreeSet<String>,
     output: &str,
 ) -> Result<(), EdgeError> {
-    let now = now_ms();
+    let now = unix_ms();
     let block = match &event {
         Event::Block(block) => *block,
         Event::Proof(proof) => proof.block,
@@ -204,10 +211,4 @@ pub(crate) fn malformed(what: &str, payload: &[u8], error: &serde_json::Error) -
         payload.len(),
         excerpt(&head, EXCERPT_BYTES)
     )
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

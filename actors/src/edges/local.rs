@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::match_store::{BlockRecord, MatchStore};
 use super::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
-use crate::messages::{DeadLetter, Envelope, queues};
+use crate::messages::{DeadLetter, Envelope, Meta, queues};
 
 /// How many recent ids per queue are remembered for deduplication.
 const DEDUPE_WINDOW: usize = 100_000;
@@ -26,6 +26,7 @@ struct Queued {
     queue: String,
     id: String,
     payload: Arc<[u8]>,
+    meta: Arc<Meta>,
     attempt: u32,
 }
 
@@ -114,11 +115,13 @@ impl Publisher for LocalBus {
             return Ok(());
         }
         let payload: Arc<[u8]> = message.payload.into();
+        let meta = Arc::new(message.meta);
         for group in state.subscribers.get(queue).into_iter().flatten() {
             let queued = Queued {
                 queue: queue.to_owned(),
                 id: message.id.clone(),
                 payload: payload.clone(),
+                meta: meta.clone(),
                 attempt: 1,
             };
             // A closed group has shut down; the others still get the message.
@@ -145,6 +148,7 @@ impl JobSource for LocalSource {
             id: queued.id.clone(),
             payload: queued.payload.to_vec(),
             attempt: queued.attempt,
+            meta: Meta::clone(&queued.meta),
             ack: Box::new(LocalAck {
                 queued,
                 redeliver: self.tx.clone(),

@@ -59,6 +59,7 @@ impl BlockRecord {
             prover: proof.prover,
             proof: proof.proof,
             latency_ms,
+            proving_ms: proof.proving_ms,
             extra: proof.extra,
         })
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::messages::Envelope;
+use crate::messages::{Envelope, Meta};
 
 /// `text` with every character other than ASCII letters, digits, `-` and
 /// `_` replaced by `_`: valid as a NATS consumer or bucket name and as a file
@@ -115,6 +115,8 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// Which delivery this is, starting at 1.
     pub attempt: u32,
+    /// The metadata it was published with.
+    pub meta: Meta,
     /// Settles the message at its source.
     pub ack: Box<dyn AckHandle>,
 }

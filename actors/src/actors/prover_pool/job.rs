@@ -14,7 +14,9 @@ use super::{PoolConfig, Route};
 use crate::actors::prover_worker::{ProverWorker, RunJob};
 use crate::backoff::Backoff;
 use crate::edges::{AckHandle, Delivery, EdgeError, JobFailure, Publisher};
-use crate::messages::{BlockProof, Envelope, StepProof, queues};
+use crate::messages::{
+    BlockProof, Envelope, JobEvent, JobStatus, StepProof, block_of_payload, meta, queues, unix_ms,
+};
 use crate::shutdown::Shutdown;
 
 /// Delays between attempts to publish an output that is already proved. The
@@ -58,7 +60,10 @@ pub(super) async fn settle(
         );
         return (reject(&delivery, &reason).await, false);
     }
+    let events = Events::new(&config.name, &delivery, publisher.clone());
+    events.send(JobStatus::Queued, |_| {});
     let started = Instant::now();
+    events.send(JobStatus::Proving, |_| {});
     let run = worker.send(RunJob {
         id: delivery.id.clone(),
         input: delivery.payload.clone(),
@@ -77,6 +82,7 @@ pub(super) async fn settle(
             output.len(),
         );
     }
+    let proving_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let retire = result
         .as_ref()
         .err()
@@ -84,26 +90,90 @@ pub(super) async fn settle(
     let result = result.and_then(|output| outputs(&config.name, &delivery, route, output));
     let envelopes = match result {
         Ok(envelopes) => envelopes,
-        Err(failure) if failure.is_permanent() => {
-            let reason = format!("{failure}; running the prover again would not change it");
-            return (reject(&delivery, &reason).await, retire);
+        Err(failure) => {
+            events.send(JobStatus::Failed, |e| e.error = Some(failure.to_string()));
+            return (settle_failure(&delivery, &failure, &config).await, retire);
         }
-        Err(failure) => return (retry_or_reject(&delivery, &failure, &config).await, retire),
     };
+    let output_bytes = envelopes.iter().map(|e| e.payload.len() as u64).sum();
+    let envelopes = envelopes
+        .into_iter()
+        .map(|e| e.with_meta(meta::PROVING_MS, proving_ms))
+        .collect();
     let publishing = publish_all(publisher.as_ref(), &route.output, envelopes, &delivery.id);
     let publish_retries =
         match keep_alive(publishing, delivery.ack.as_ref(), config.progress_interval).await {
             Ok(retries) => retries,
             Err(error) => {
                 let reason = format!("the proved output can never be published: {error}");
+                events.send(JobStatus::Failed, |e| e.error = Some(reason.clone()));
                 return (reject(&delivery, &reason).await, retire);
             }
         };
+    events.send(JobStatus::Proved, |e| {
+        e.proving_ms = Some(proving_ms);
+        e.output_bytes = Some(output_bytes);
+    });
     if let Err(error) = delivery.ack.ack().await {
         tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
     }
     tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
     (Outcome::Proved { publish_retries }, retire)
+}
+
+/// Dead-letters a job whose failure no retry can change; retries others.
+async fn settle_failure(delivery: &Delivery, failure: &JobFailure, config: &PoolConfig) -> Outcome {
+    if failure.is_permanent() {
+        let reason = format!("{failure}; running the prover again would not change it");
+        return reject(delivery, &reason).await;
+    }
+    retry_or_reject(delivery, failure, config).await
+}
+
+/// The job's [`JobEvent`]s, published in the background: the dashboard and
+/// the EthProofs reporter follow them, and proving never waits for them.
+struct Events {
+    publisher: Arc<dyn Publisher>,
+    template: JobEvent,
+}
+
+impl Events {
+    fn new(pool: &str, delivery: &Delivery, publisher: Arc<dyn Publisher>) -> Self {
+        let template = JobEvent {
+            block: block_of_payload(&delivery.payload),
+            pool: pool.to_owned(),
+            queue: delivery.queue.clone(),
+            job: delivery.id.clone(),
+            attempt: delivery.attempt,
+            status: JobStatus::Queued,
+            at_ms: 0,
+            proving_ms: None,
+            output_bytes: None,
+            error: None,
+        };
+        Self {
+            publisher,
+            template,
+        }
+    }
+
+    fn send(&self, status: JobStatus, fill: impl FnOnce(&mut JobEvent)) {
+        let mut event = JobEvent {
+            status,
+            at_ms: unix_ms(),
+            ..self.template.clone()
+        };
+        fill(&mut event);
+        let publisher = self.publisher.clone();
+        actix::spawn(async move {
+            if let Err(error) = publisher
+                .publish(queues::JOB_EVENTS, event.envelope())
+                .await
+            {
+                tracing::debug!(job = %event.job, %error, "could not publish a job event");
+            }
+        });
+    }
 }
 
 /// Publishes every envelope, retrying each failed publish (same id, so

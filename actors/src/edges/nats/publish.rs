@@ -12,7 +12,25 @@ use super::NatsBus;
 use super::payload::{PAYLOAD_OBJECT_HEADER, PayloadRef};
 use crate::backoff::Backoff;
 use crate::edges::{EdgeError, Publisher};
-use crate::messages::Envelope;
+use crate::messages::{Envelope, Meta};
+
+/// Envelope metadata travels as headers with this prefix.
+const META_HEADER_PREFIX: &str = "Orchestrator-Meta-";
+
+/// The envelope metadata carried by `headers`.
+pub(super) fn meta_of(headers: Option<&async_nats::HeaderMap>) -> Meta {
+    let Some(headers) = headers else {
+        return Meta::new();
+    };
+    headers
+        .iter()
+        .filter_map(|(name, values)| {
+            let key = AsRef::<str>::as_ref(name).strip_prefix(META_HEADER_PREFIX)?;
+            let value = values.first()?;
+            Some((key.to_owned(), value.as_str().to_owned()))
+        })
+        .collect()
+}
 
 /// Retries of one publish before it is reported failed (same id each time).
 const PUBLISH_RETRIES: usize = 5;
@@ -96,6 +114,12 @@ impl NatsPublisher {
     ) -> Result<(), Failure> {
         let payloads = &self.bus.payloads;
         let mut publish = PublishMessage::build().message_id(&message.id);
+        for (key, value) in &message.meta {
+            publish = publish.header(
+                format!("{META_HEADER_PREFIX}{key}").as_str(),
+                value.as_str(),
+            );
+        }
         if message.payload.len() <= payloads.config.inline_limit {
             publish = publish.payload(message.payload.clone().into());
         } else {

@@ -120,11 +120,13 @@ impl NatsSource {
             }
         }
         let payload = ack.payload().to_vec();
+        let meta = super::publish::meta_of(ack.message.headers.as_ref());
         Some(Delivery {
             queue: ack.queue.clone(),
             id: ack.id.clone(),
             payload,
             attempt,
+            meta,
             ack: Box::new(ack),
         })
     }
