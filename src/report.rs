@@ -2,7 +2,9 @@
 //! stdout, and the end of a range run.
 
 use std::collections::BTreeSet;
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use orchestrator_actors::actors::Inbound;
@@ -67,6 +69,85 @@ pub struct Reporter {
     failed: BTreeSet<u64>,
     progress: RangeProgress,
     shutdown: Shutdown,
+    /// How a range run shows its progress on stderr; `None` otherwise.
+    shown: Option<Shown>,
+}
+
+/// A range run's progress on stderr: a bar on a terminal, else a log line
+/// every [`PROGRESS_LINE_EVERY`], at each tenth of the range, and at the end.
+enum Shown {
+    Bar(indicatif::ProgressBar),
+    Lines {
+        started: Instant,
+        /// Tenths of the range settled when the last line was written.
+        tenths: usize,
+    },
+}
+
+/// Time between two plain progress lines of a range run.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
+
+impl Shown {
+    fn new(total: usize) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Shown::Lines {
+                started: Instant::now(),
+                tenths: 0,
+            };
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        let style = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} blocks, {per_sec}, ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Shown::Bar(bar)
+    }
+
+    /// Shows `p`; a plain line only when `force`d, or when a new tenth of
+    /// the range is settled.
+    fn update(&mut self, p: Progress, force: bool) {
+        let done = p.total - p.left;
+        match self {
+            Shown::Bar(bar) => {
+                bar.set_position(done as u64);
+                if p.failed > 0 {
+                    bar.set_message(format!("({} failed)", p.failed));
+                }
+                if p.left == 0 {
+                    bar.finish();
+                }
+            }
+            Shown::Lines { started, tenths } => {
+                let now_tenths = done * 10 / p.total.max(1);
+                if !force && now_tenths == *tenths && p.left > 0 {
+                    return;
+                }
+                *tenths = now_tenths;
+                let seconds = started.elapsed().as_secs_f64();
+                let rate = if seconds > 0.0 {
+                    done as f64 / seconds
+                } else {
+                    0.0
+                };
+                let eta = if rate > 0.0 {
+                    format!("{}s", (p.left as f64 / rate).ceil())
+                } else {
+                    "unknown".to_owned()
+                };
+                tracing::info!(
+                    done,
+                    total = p.total,
+                    proved = p.proved,
+                    failed = p.failed,
+                    "range progress: {done}/{} blocks ({} proved, {} failed), {rate:.2} blocks/s, ETA {eta}",
+                    p.total,
+                    p.proved,
+                    p.failed
+                );
+            }
+        }
+    }
 }
 
 impl Reporter {
@@ -86,6 +167,7 @@ impl Reporter {
             failed: BTreeSet::new(),
             progress,
             shutdown,
+            shown: None,
         }
     }
 
@@ -157,6 +239,9 @@ impl Reporter {
                 progress.proved += 1;
             }
             self.progress.set(progress);
+            if let Some(shown) = &mut self.shown {
+                shown.update(progress, false);
+            }
         }
         if pending.is_empty() {
             tracing::info!(
@@ -171,6 +256,23 @@ impl Reporter {
 
 impl Actor for Reporter {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(progress) = self.progress.get() else {
+            return;
+        };
+        let shown = Shown::new(progress.total);
+        if matches!(shown, Shown::Lines { .. }) {
+            ctx.run_interval(PROGRESS_LINE_EVERY, |reporter, _ctx| {
+                if let (Some(shown), Some(p)) = (&mut reporter.shown, reporter.progress.get())
+                    && p.left > 0
+                {
+                    shown.update(p, true);
+                }
+            });
+        }
+        self.shown = Some(shown);
+    }
 }
 
 impl Handler<Inbound> for Reporter {
