@@ -84,3 +84,48 @@ fn invalid_num_inputs_exits_2_naming_it() {
     let env = [("STRATEGY", "Match"), ("NUM_INPUTS", "abc")];
     assert_rejected("roles-bad-num-inputs", &env, "NUM_INPUTS", "abc");
 }
+
+/// A role started before its NATS server (compose starts them together)
+/// waits for it, saying so, instead of failing or hammering it.
+#[test]
+fn init_started_before_nats_waits_for_it() {
+    use std::io::{BufRead, BufReader};
+
+    let mut server = nats_support::NatsServer::start();
+    server.kill();
+    let mut init = nats_support::spawn_init(&server.url(), &[]);
+    let pid = init.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(90));
+        // SAFETY: plain kill(2) of our child, a deadlock guard; a reaped pid only errs.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let mut lines = BufReader::new(init.stderr.take().expect("piped stderr")).lines();
+    let mut log = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let retrying = line.contains("NATS not ready; retrying");
+        log.push(line);
+        if retrying {
+            break;
+        }
+    }
+    assert!(
+        log.last().is_some_and(|l| l.contains("retrying")),
+        "init ended without waiting for NATS:\n{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter().any(|l| l.contains("the server did not answer")),
+        "the connection errors say where to look:\n{}",
+        log.join("\n")
+    );
+    server.restart();
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let status = init.wait().expect("wait for init");
+    let rest = rest.join().unwrap();
+    assert!(
+        status.success(),
+        "init did not finish once NATS was up ({status}):\n{}",
+        rest.join("\n")
+    );
+}

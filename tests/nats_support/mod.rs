@@ -324,7 +324,7 @@ impl Drop for Miner {
 
 /// Starts `orchestrator init` against `url` with `env` and `RUST_LOG=debug`,
 /// its stdout and stderr piped.
-fn spawn_init(url: &str, env: &[(&str, &str)]) -> std::process::Child {
+pub fn spawn_init(url: &str, env: &[(&str, &str)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .arg("init")
         .env("NATS_URL", url)

@@ -63,7 +63,15 @@ impl NatsOptions {
                         async_nats::Event::Closed => {
                             tracing::info!(server = %shown, "NATS connection closed")
                         }
-                        other => tracing::warn!(server = %shown, event = %other, "NATS connection"),
+                        other => {
+                            let event = other.to_string();
+                            match hint(&event) {
+                                Some(hint) => {
+                                    tracing::warn!(server = %shown, %event, hint, "NATS connection")
+                                }
+                                None => tracing::warn!(server = %shown, %event, "NATS connection"),
+                            }
+                        }
                     }
                 }
             });
@@ -213,6 +221,23 @@ pub fn shown_url(url: &str) -> String {
         .map(|u| split_credentials(u).0)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// What an operator can do about a connection event. The client library
+/// passes on only the kind of a connect error ("IO error", "TLS error"),
+/// not its cause, so the log says where to look instead.
+fn hint(event: &str) -> Option<&'static str> {
+    if event.contains("IO error") {
+        Some(
+            "the server did not answer: check that nats-server runs at this URL and port, and that a TLS server is not reached with nats:// (or a plain one with tls://)",
+        )
+    } else if event.contains("TLS error") || event.contains("tls") {
+        Some(
+            "the TLS handshake failed: check that NATS_CA (--nats-ca) signed the server's certificate and that the URL's host name is in it",
+        )
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

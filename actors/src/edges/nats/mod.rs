@@ -23,6 +23,7 @@ use std::sync::Arc;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType, Stream};
 use async_nats::jetstream::{self, ErrorCode, kv};
+use backon::Retryable;
 use thiserror::Error;
 
 pub use connect::{NatsOptions, shown_url};
@@ -150,6 +151,12 @@ pub struct ConsumerSpec {
     pub max_deliver: i64,
 }
 
+/// One try at setting up the stream: worth another, or not.
+enum Attempt {
+    Again(NatsError),
+    Stop(NatsError),
+}
+
 /// A connection to JetStream with the deployment's stream ensured.
 #[derive(Clone)]
 pub struct NatsBus {
@@ -184,20 +191,19 @@ impl NatsBus {
             num_replicas: topology.replicas,
             ..Default::default()
         };
-        let mut failures = 0;
-        let stream = loop {
-            let error = match js.get_or_create_stream(config.clone()).await {
-                Ok(stream) => break stream,
+        let create = || async {
+            match js.get_or_create_stream(config.clone()).await {
+                Ok(stream) => Ok(stream),
                 Err(e) if refusals.refused() => {
                     tracing::debug!(error = %e, "stream request failed after a refusal");
-                    return Err(NatsError::Refused {
+                    Err(Attempt::Stop(NatsError::Refused {
                         url: shown_url(&options.url),
-                    });
+                    }))
                 }
                 // More replicas than a single server can hold never works:
                 // retrying would only repeat it.
                 Err(e) if is_code(&e, ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED) => {
-                    return Err(NatsError::JetStream {
+                    Err(Attempt::Stop(NatsError::JetStream {
                         what: format!(
                             "creating stream {} with {} replicas (ORCHESTRATOR_REPLICAS)",
                             topology.stream, topology.replicas
@@ -205,21 +211,28 @@ impl NatsBus {
                         reason: format!(
                             "{e}; set replicas to 1 for a single server, or at most the number of servers of the cluster"
                         ),
-                    });
+                    }))
                 }
-                Err(e) => NatsError::JetStream {
+                Err(e) => Err(Attempt::Again(NatsError::JetStream {
                     what: format!("creating stream {}", topology.stream),
                     reason: e.to_string(),
-                },
-            };
-            let Some(retry) = retry else {
-                return Err(error);
-            };
-            failures += 1;
-            let delay = retry.delay(failures);
-            tracing::warn!(%error, retry_in = ?delay, "NATS not ready; retrying");
-            tokio::time::sleep(delay).await;
+                })),
+            }
         };
+        let schedule = match retry {
+            Some(retry) => retry.forever(),
+            None => Backoff::new(Duration::ZERO, Duration::ZERO).retries(0),
+        };
+        let stream = create
+            .retry(schedule)
+            .sleep(tokio::time::sleep)
+            .when(|attempt| matches!(attempt, Attempt::Again(_)))
+            .notify(|attempt, delay| {
+                let (Attempt::Again(error) | Attempt::Stop(error)) = attempt;
+                tracing::warn!(%error, retry_in = ?delay, "NATS not ready; retrying");
+            })
+            .await
+            .map_err(|(Attempt::Again(error) | Attempt::Stop(error))| error)?;
         let payloads = Arc::new(Payloads::new(
             js.clone(),
             &topology,
