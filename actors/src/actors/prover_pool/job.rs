@@ -32,6 +32,10 @@ pub(super) enum Outcome {
     },
     Retried,
     Failed,
+    /// Dead-lettered because the prover said its input is invalid (exit
+    /// code 3): the message's fault, not this host's, so it must not make
+    /// the host look sick (a burst of bad messages would pause its intake).
+    InputRefused,
     HandedBack,
 }
 
@@ -125,7 +129,13 @@ pub(super) async fn settle(
 async fn settle_failure(delivery: &Delivery, failure: &JobFailure, config: &PoolConfig) -> Outcome {
     if failure.is_permanent() {
         let reason = format!("{failure}; running the prover again would not change it");
-        return reject(delivery, &reason).await;
+        let outcome = reject(delivery, &reason).await;
+        let bad_input = matches!(failure, JobFailure::Exit { code: 3, .. });
+        return if bad_input {
+            Outcome::InputRefused
+        } else {
+            outcome
+        };
     }
     retry_or_reject(delivery, failure, config).await
 }

@@ -245,7 +245,7 @@ impl ProverPool {
                     let end = match outcome {
                         Outcome::Proved { .. } => JobEnd::Succeeded,
                         Outcome::Retried => JobEnd::Retried,
-                        Outcome::Failed => JobEnd::DeadLettered,
+                        Outcome::Failed | Outcome::InputRefused => JobEnd::DeadLettered,
                         Outcome::HandedBack => JobEnd::HandedBack,
                     };
                     metrics::job_ended(&prover, &queue, end);
@@ -264,6 +264,7 @@ impl ProverPool {
                             pool.stats.failed += 1;
                             pool.job_failed(ctx);
                         }
+                        Outcome::InputRefused => pool.stats.failed += 1,
                         Outcome::HandedBack => pool.stats.handed_back += 1,
                     }
                     if retire {
