@@ -1,8 +1,8 @@
 //! The operators' endpoints of a real run: `/metrics` scraped while a
 //! pipeline proves blocks and after it, its counters held against what the
-//! run printed; `/healthz` and `/readyz` (which follows a NATS outage); a
-//! port that cannot be bound; and a backfill's plain progress lines when
-//! stderr is not a terminal.
+//! run printed; `/healthz` and `/readyz` (which follows a NATS outage and
+//! waits for the RPC's first answer); a port that cannot be bound; and a
+//! backfill's plain progress lines when stderr is not a terminal.
 
 mod nats_support;
 mod support;
@@ -226,6 +226,35 @@ fn readyz_follows_the_nats_connection() {
             "not ready again after NATS came back: {:?}",
             readyz()
         ));
+    }
+}
+
+#[test]
+fn readyz_waits_for_the_rpc() {
+    let rpc_port = free_port();
+    let port = free_port();
+    let run = RunBuilder::new(
+        "metrics-readyz-rpc",
+        &format!("http://127.0.0.1:{rpc_port}"),
+    )
+    .args(["--metrics-port", &port.to_string()])
+    .spawn();
+    let readyz = || get(port, "/readyz");
+    let mut answer = None;
+    if !eventually(RUN_TIMEOUT, || {
+        answer = readyz();
+        answer.is_some()
+    }) {
+        run.fail("/readyz never answered");
+    }
+    assert_eq!(
+        answer,
+        Some((503, "RPC: no answer yet\n".to_owned())),
+        "no node listens yet"
+    );
+    let _anvil = Anvil::start_at(rpc_port);
+    if !eventually(RUN_TIMEOUT, || readyz().is_some_and(|(s, _)| s == 200)) {
+        run.fail(&format!("not ready once the node answers: {:?}", readyz()));
     }
 }
 
