@@ -55,6 +55,8 @@ pub enum Command {
     /// One screen of the cluster's state on NATS: stream, consumers, last
     /// block and proof, dead letters, buckets.
     Status(StatusArgs),
+    /// Role: report queued, proving and proved blocks to EthProofs.
+    EthproofsReporter(ReporterArgs),
 }
 
 impl Command {
@@ -73,6 +75,7 @@ impl Command {
                 action: ProofAction::Get(a),
             }) => a.push(&mut out),
             Command::Status(a) => a.push(&mut out),
+            Command::EthproofsReporter(a) => a.push(&mut out),
         }
         out
     }
@@ -301,6 +304,48 @@ impl Push for ServeFlags {
     }
 }
 
+/// Where proofs are reported (the API key only by env or file).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "EthProofs")]
+pub struct EthProofsFlags {
+    /// EthProofs API, e.g. https://ethproofs.org/api/v0; with ETHPROOFS_API_KEY
+    /// and the cluster id, reports every proof [env: ETHPROOFS_API_URL].
+    #[arg(long, value_name = "URL")]
+    pub ethproofs_api_url: Option<String>,
+    /// The cluster's id on EthProofs [env: ETHPROOFS_CLUSTER_ID].
+    #[arg(long, value_name = "ID")]
+    pub ethproofs_cluster_id: Option<u64>,
+}
+
+impl Push for EthProofsFlags {
+    fn push(&self, out: &mut Vec<Override>) {
+        text(out, "ethproofs_api_url", &self.ethproofs_api_url);
+        number(out, "ethproofs_cluster_id", self.ethproofs_cluster_id);
+    }
+}
+
+/// `orchestrator ethproofs-reporter`.
+#[derive(Debug, Default, Args)]
+pub struct ReporterArgs {
+    #[command(flatten)]
+    pub ethproofs: EthProofsFlags,
+    #[command(flatten)]
+    pub nats: NatsFlags,
+    #[command(flatten)]
+    pub queues: QueueFlags,
+    #[command(flatten)]
+    pub serve: ServeFlags,
+}
+
+impl Push for ReporterArgs {
+    fn push(&self, out: &mut Vec<Override>) {
+        self.ethproofs.push(out);
+        self.nats.push(out);
+        self.queues.push(out);
+        self.serve.push(out);
+    }
+}
+
 /// `orchestrator run`.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -323,6 +368,8 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub serve: ServeFlags,
+    #[command(flatten)]
+    pub ethproofs: EthProofsFlags,
 }
 
 impl Push for RunArgs {
@@ -335,6 +382,7 @@ impl Push for RunArgs {
         self.nats.push(out);
         switch(out, "json", self.json);
         self.serve.push(out);
+        self.ethproofs.push(out);
     }
 }
 

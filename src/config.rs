@@ -122,6 +122,13 @@ pub struct Settings {
     /// Copies a NATS cluster keeps of the stream and the buckets; set by
     /// `init`, and by a role that has to create them itself.
     pub replicas: usize,
+    /// EthProofs API base URL; with the key and the cluster id, proofs are
+    /// reported (`src/ethproofs.rs`).
+    pub ethproofs_api_url: Option<String>,
+    /// EthProofs API key: secret, never logged.
+    pub ethproofs_api_key: Option<SecretString>,
+    /// The team's cluster id on EthProofs.
+    pub ethproofs_cluster_id: Option<u64>,
 }
 
 impl Default for Settings {
@@ -170,6 +177,9 @@ impl Default for Settings {
             payload_retention: Duration::from_secs(7 * 24 * 3600),
             max_payload: 64 * 1024 * 1024,
             replicas: 1,
+            ethproofs_api_url: None,
+            ethproofs_api_key: None,
+            ethproofs_cluster_id: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod ethproofs;
 mod http;
 mod proof_get;
 mod report;
@@ -83,6 +84,7 @@ fn start(cli: &Cli) -> anyhow::Result<i32> {
         Command::ProofMatcher(_) => Role::ProofMatcher,
         Command::StepCollector(_) => Role::StepCollector,
         Command::Collector(_) => Role::from_strategy(settings.strategy.as_deref())?,
+        Command::EthproofsReporter(_) => Role::EthProofsReporter,
     };
     run_system(RangeProgress::default(), move |shutdown| {
         roles::start(role, settings, shutdown)

@@ -292,6 +292,11 @@ impl Reporter {
     fn take(&mut self, delivery: &orchestrator_actors::edges::Delivery) {
         if delivery.queue == queues::DEAD_LETTER {
             match serde_json::from_slice::<DeadLetter>(&delivery.payload) {
+                // A report EthProofs refused is not a failed proof: the
+                // EthProofs reporter logged it.
+                Ok(letter)
+                    if [queues::COMPLETED_PROOFS, queues::JOB_EVENTS]
+                        .contains(&letter.queue.as_str()) => {}
                 Ok(letter) => {
                     let block = block_of_payload(letter.payload.as_bytes());
                     self.print_failure(block, &letter);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use orchestrator_actors::actors::{
     BlockWatcher, ProofMatcher, ProverPool, Route, StepCollector, pump,
 };
@@ -16,6 +16,7 @@ use orchestrator_actors::messages::queues;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::ethproofs::Reporting;
 use crate::http;
 use crate::wiring;
 use crate::wiring::{
@@ -35,6 +36,8 @@ pub enum Role {
     ProofMatcher,
     /// Group step proofs for the aggregator.
     StepCollector,
+    /// Report job events and completed proofs to EthProofs.
+    EthProofsReporter,
 }
 
 impl Role {
@@ -59,6 +62,7 @@ impl Role {
             Role::Prover => "prover",
             Role::ProofMatcher => "proof-matcher",
             Role::StepCollector => "step-collector",
+            Role::EthProofsReporter => "ethproofs-reporter",
         }
     }
 
@@ -73,6 +77,7 @@ impl Role {
                 queues::COMPLETED_PROOFS,
             ),
             Role::StepCollector => (&[queues::STEP_PROOFS], queues::COLLECTED_STEP_PROOFS),
+            Role::EthProofsReporter => (&[queues::COMPLETED_PROOFS, queues::JOB_EVENTS], ""),
         }
     }
 }
@@ -106,6 +111,8 @@ impl RoleQueues {
             .consumer_name
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{output}", role.name(), inputs.join("-")));
+        // A role that publishes nothing (the EthProofs reporter) has no output in its name.
+        let consumer = consumer.trim_end_matches('-');
         let consumer = safe_name(&consumer);
         Self {
             inputs,
@@ -134,6 +141,12 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
     };
     let chain = match role {
         Role::BlockWatcher => Some(RpcChain::new(&s.l1_rpc)?),
+        _ => None,
+    };
+    let reporting = match role {
+        Role::EthProofsReporter => Some(Reporting::from_settings(&s)?.context(
+            "the ethproofs-reporter role needs ETHPROOFS_API_URL, ETHPROOFS_API_KEY and ETHPROOFS_CLUSTER_ID",
+        )?),
         _ => None,
     };
     let readiness = http::Readiness::default();
@@ -210,6 +223,19 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
             pump(
                 Box::new(bus.source(&io.spec(role, &s)).await?),
                 matcher.recipient(),
+                &shutdown,
+            );
+        }
+        Role::EthProofsReporter => {
+            let lifeline = shutdown.lifeline(
+                1,
+                "the EthProofs reporter stopped (EthProofs refused the key or the cluster: see the error above)",
+            );
+            let reporter = reporting.expect("checked above").reporter();
+            let reporter = reporter.with_lifeline(lifeline).start();
+            pump(
+                Box::new(bus.source(&io.spec(role, &s)).await?),
+                reporter.recipient(),
                 &shutdown,
             );
         }

@@ -18,6 +18,7 @@ use orchestrator_actors::messages::queues::*;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::ethproofs::Reporting;
 use crate::http;
 use crate::report::{RangeProgress, Reporter};
 use crate::wiring;
@@ -32,6 +33,8 @@ pub struct Plan {
     range: Option<BTreeSet<u64>>,
     /// How far the range run got, for whoever stops it early.
     progress: RangeProgress,
+    /// EthProofs reporting, when configured.
+    reporting: Option<Reporting>,
 }
 
 /// The queues the actors talk through in this process.
@@ -110,6 +113,7 @@ impl Plan {
             );
         }
         Ok(Self {
+            reporting: Reporting::from_settings(&settings)?,
             settings,
             runner,
             chain,
@@ -172,6 +176,14 @@ impl Plan {
         let report_input = edges
             .source("report", &[COMPLETED_PROOFS, DEAD_LETTER], s)
             .await?;
+        if let Some(reporting) = self.reporting {
+            // Its own consumer: reporting never holds up proving. Without a
+            // lifeline a refused key turns reporting off, not the run.
+            let input = edges
+                .source("ethproofs-reporter", &[COMPLETED_PROOFS, JOB_EVENTS], s)
+                .await?;
+            pump(input, reporting.reporter().start().recipient(), &shutdown);
+        }
         if s.multistep {
             let collector = StepCollector::new(s.steps, publisher.clone())
                 .with_keepalive(s.progress_interval)

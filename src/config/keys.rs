@@ -18,6 +18,8 @@ pub enum Table {
     Nats,
     /// The hand-written template mapping ("From the original template").
     Template,
+    /// The hand-written table under "EthProofs reporting" (the key has no flag).
+    EthProofs,
 }
 
 /// A default as shown to users.
@@ -77,7 +79,7 @@ pub struct SettingDoc {
 }
 
 use Shown::{Text, Value, ValueNote};
-use Table::{Main, Nats, Roles, Template};
+use Table::{EthProofs, Main, Nats, Roles, Template};
 
 /// Every setting, in README order. Template names are kept as they were so
 /// its `.env` files work.
@@ -486,6 +488,33 @@ pub const SETTINGS: &[SettingDoc] = &[
         default: Text("none"),
         meaning: "accepted; only `Nats`",
         table: Template,
+    },
+    SettingDoc {
+        key: Some("ethproofs_api_url"),
+        env: "ETHPROOFS_API_URL",
+        template: false,
+        flag: Some("ethproofs-api-url"),
+        default: Text("none (no reporting)"),
+        meaning: "EthProofs API, e.g. `https://ethproofs.org/api/v0`; with the key and cluster id, turns reporting on",
+        table: EthProofs,
+    },
+    SettingDoc {
+        key: Some("ethproofs_api_key"),
+        env: "ETHPROOFS_API_KEY",
+        template: false,
+        flag: None,
+        default: Text("none"),
+        meaning: "the team's API key (secret: never logged)",
+        table: EthProofs,
+    },
+    SettingDoc {
+        key: Some("ethproofs_cluster_id"),
+        env: "ETHPROOFS_CLUSTER_ID",
+        template: false,
+        flag: Some("ethproofs-cluster-id"),
+        default: Text("none"),
+        meaning: "the cluster's id on EthProofs",
+        table: EthProofs,
     },
 ];
 

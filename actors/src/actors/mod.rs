@@ -1,12 +1,17 @@
 //! The core actors, one per file. None of them knows NATS or processes.
 
 mod block_watcher;
+mod ethproofs_reporter;
 mod proof_matcher;
 mod prover_pool;
 mod prover_worker;
 mod step_collector;
 
 pub use block_watcher::{BlockWatcher, WatcherConfig};
+pub use ethproofs_reporter::{
+    API_LIMIT, EthProofsReporter, RateLimit, Report, ReporterConfig, Window, proof_base64,
+    proving_time, report_of,
+};
 pub use proof_matcher::ProofMatcher;
 pub use prover_pool::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 pub use prover_worker::{ProverWorker, RunJob};

@@ -4,6 +4,7 @@
 //! process handle, so a test can hand them fakes and the distributed mode can
 //! swap the in-process bus for JetStream without touching an actor.
 
+pub mod ethproofs;
 pub mod local;
 pub mod match_store;
 pub mod nats;

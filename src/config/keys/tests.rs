@@ -278,7 +278,7 @@ fn hand_written_tables_name_their_variables() {
         .expect("README.md");
     for setting in SETTINGS
         .iter()
-        .filter(|s| matches!(s.table, Table::Nats | Table::Template))
+        .filter(|s| matches!(s.table, Table::Nats | Table::Template | Table::EthProofs))
     {
         assert!(
             readme.contains(&format!("`{}", setting.env)),
