@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Client, HeaderMap};
@@ -187,8 +187,7 @@ pub async fn cluster_status(
     };
     let mut stream = match js.get_stream(&topology.stream).await {
         Ok(stream) => stream,
-        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-        {
+        Err(e) if stream_not_found(&e) => {
             return Err(StatusError::NoStream {
                 stream: topology.stream.clone(),
                 url,
@@ -452,6 +451,11 @@ fn bounded(text: &str, limit: usize) -> String {
     }
 }
 
+/// Whether `error` says the stream does not exist.
+fn stream_not_found(error: &GetStreamError) -> bool {
+    matches!(error.kind(), GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
 /// The usage of bucket `name`, backed by stream `stream_name`; entries are
 /// the subjects matching `entry_subjects`, or the stream's messages.
 /// `None` when the bucket does not exist.
@@ -467,8 +471,7 @@ async fn bucket_usage(
     };
     let mut stream = match js.get_stream(stream_name).await {
         Ok(stream) => stream,
-        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
-        {
+        Err(e) if stream_not_found(&e) => {
             return Ok(None);
         }
         Err(e) => return Err(failed(&e)),
