@@ -46,3 +46,12 @@ compose-config:
 container-test:
 	deps="$$(scripts/install-test-deps.sh)" && export PATH="$$deps:$$PATH" && \
 	cargo test --test containers -- --ignored --nocapture --test-threads=1
+
+# The fault suite of RELIABILITY.md: every tests/faults_*.rs, and the fault
+# tests kept in files named for what they cover. Summaries (which node was
+# killed, peak RSS, ...) are printed, hence --nocapture.
+FAULT_TESTS = $(patsubst tests/%.rs,%,$(wildcard tests/faults_*.rs)) roles_restart roles_real_provers_faults shutdown bad_input nats_auth nats_creds
+.PHONY: faults
+faults:
+	deps="$$(scripts/install-test-deps.sh)" && export PATH="$$deps:$$PATH" && \
+	cargo test $(addprefix --test ,$(FAULT_TESTS)) -- --nocapture
