@@ -258,6 +258,86 @@ fn readyz_waits_for_the_rpc() {
     }
 }
 
+/// The port a role logged it serves on (`address=0.0.0.0:PORT`), once it has.
+fn served_port(role: &nats_support::RoleProcess) -> u16 {
+    let mut port = None;
+    let found = eventually(RUN_TIMEOUT, || {
+        port = role
+            .stderr()
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .and_then(|l| l.split("address=0.0.0.0:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok());
+        port.is_some()
+    });
+    assert!(found, "{} never logged its metrics address", role.label());
+    port.expect("a port")
+}
+
+#[test]
+fn each_role_serves_the_metrics_of_its_own_work() {
+    use nats_support::checks::window;
+    use nats_support::layout::{mock_prover, proof_matcher, window_watcher};
+    let cluster = nats_support::Cluster::start("metrics-roles");
+    cluster.init();
+    let blocks = window(cluster.next_block_with_backlog(nats_support::BACKLOG), 4);
+    let n = blocks.clone().count() as f64;
+    let prover = cluster.spawn(&mock_prover("prover").env([("CONSUMER_NAME", "sp1")]));
+    let matcher = cluster.spawn(&proof_matcher());
+    let _watcher = cluster.spawn(&window_watcher(&blocks));
+    let mut completed = cluster.tap("completed_proofs");
+    cluster.await_completed_once(&mut completed, &blocks);
+
+    let prover_port = served_port(&prover);
+    let sp1 = ["prover=\"sp1\"", "queue=\"blocks\""];
+    let mut s = None;
+    let counted = eventually(RUN_TIMEOUT, || {
+        s = Scrape::take(prover_port);
+        s.as_ref().is_some_and(|s| {
+            s.sum("orchestrator_jobs_succeeded_total", &sp1) == n
+                && s.sum("orchestrator_proving_seconds_count", &sp1) == n
+        })
+    });
+    let s = s.expect("a scrape of the prover");
+    assert!(
+        counted,
+        "the prover role counts its {n} jobs under its consumer name:\n{s}"
+    );
+    assert_eq!(
+        s.sum("orchestrator_jobs_dead_lettered_total", &sp1),
+        0.0,
+        "{s}"
+    );
+    assert_eq!(s.get("orchestrator_ack_errors_total"), 0.0, "{s}");
+
+    let matcher_port = served_port(&matcher);
+    let last = (blocks.end - 1) as f64;
+    let mut s = None;
+    let matched = eventually(RUN_TIMEOUT, || {
+        s = Scrape::take(matcher_port);
+        s.as_ref().is_some_and(|s| {
+            s.get("orchestrator_last_block_proved") == last
+                && s.sum(
+                    "orchestrator_proofs_completed_total",
+                    &["prover=\"mock-prover\""],
+                ) == n
+        })
+    });
+    let s = s.expect("a scrape of the matcher");
+    assert!(
+        matched,
+        "the matcher counts {n} completed proofs up to block {last}:\n{s}"
+    );
+    assert_eq!(s.get("orchestrator_proving_lag_blocks"), 0.0, "{s}");
+    assert_eq!(
+        s.get("orchestrator_jobs_started_total"),
+        0.0,
+        "the matcher runs no jobs: {s}"
+    );
+    assert_eq!(get(matcher_port, "/readyz").map(|(c, _)| c), Some(200));
+}
+
 #[test]
 fn a_port_in_use_stops_the_start_with_one_line_naming_it() {
     let anvil = Anvil::start();
