@@ -60,8 +60,7 @@ pub fn nats_options(s: &Settings, name: &str) -> anyhow::Result<NatsOptions> {
 pub async fn connect(s: &Settings, name: &str) -> anyhow::Result<NatsBus> {
     let options = nats_options(s, name)?;
     let retry = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-    let bus =
-        NatsBus::connect_with_retry(&options, topology(s), Some(retry)).await?;
+    let bus = NatsBus::connect_with_retry(&options, topology(s), Some(retry)).await?;
     Ok(bus.with_payloads(payload_config(s)))
 }
 
