@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use nats_support::checks::window;
 use nats_support::layout::{mock_prover, proof_matcher, window_watcher};
 use nats_support::{Cluster, FLOW_TIMEOUT, LINGER, NatsServer, harness_runtime};
+use orchestrator_actors::edges::Publisher;
+use orchestrator_actors::messages::DeadLetter;
 use serde_json::Value;
 
 /// The durable consumers of the test, named so the status rows can be found.
@@ -304,4 +306,50 @@ fn a_server_that_is_down_gives_a_clear_error_within_seconds() {
         run.stderr
     );
     assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
+}
+
+#[test]
+fn the_newest_dead_letters_come_first_and_a_stored_one_is_read_back() {
+    let server = NatsServer::start();
+    let dir = support::temp_dir("status-letters");
+    let letters = 8;
+    harness_runtime().block_on(async {
+        let bus = nats_support::edge::bus(&server, "status-letters").await;
+        for n in 1..=letters {
+            // The last letter carries a payload over the inline limit, so it
+            // travels through the object store.
+            let payload = if n == letters {
+                vec![b'x'; 600_000]
+            } else {
+                n.to_string().into_bytes()
+            };
+            let error = format!("failure {n}: {}", "e".repeat(1000));
+            let letter =
+                DeadLetter::envelope("sp1", "blocks", &format!("block-{n}"), 3, &error, &payload);
+            bus.publisher()
+                .publish("dead_letter", letter)
+                .await
+                .expect("publish a dead letter");
+        }
+    });
+    let run = status(&server.url(), dir.path(), &["--json"]);
+    assert!(run.success, "{}", run.stderr);
+    let json: Value = serde_json::from_str(&run.stdout).expect("status JSON");
+    let dead = &json["dead_letters"];
+    assert_eq!(dead["count"], letters);
+    let ids: Vec<&str> = dead["newest"]
+        .as_array()
+        .expect("newest letters")
+        .iter()
+        .filter_map(|l| l["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["block-8", "block-7", "block-6", "block-5", "block-4"]);
+    for letter in dead["newest"].as_array().expect("newest letters") {
+        assert_eq!(letter["consumer"], "sp1");
+        assert_eq!(letter["attempts"], 3);
+        let error = letter["error"].as_str().expect("a reason");
+        assert!(error.starts_with("failure "), "{error}");
+        assert_eq!(error.chars().count(), 201, "cut to 200 and marked: {error}");
+    }
+    assert_eq!(json["payloads"]["entries"], 1, "the large letter is stored");
 }

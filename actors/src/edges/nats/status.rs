@@ -322,8 +322,9 @@ fn completed(sequence: u64, headers: &HeaderMap, body: &[u8]) -> LastCompleted {
 
 /// The count and the newest [`NEWEST_DEAD_LETTERS`] of `subject`. There is
 /// no "previous message on a subject" request, so the subject is read from
-/// its start by an ephemeral consumer, keeping the newest few raw; only
-/// those are read back from the object store if they were stored.
+/// its start by an ephemeral consumer, headers only (a letter carries its
+/// job's payload: thousands of them must not travel to count five), keeping
+/// the newest sequences; only those few are then read whole.
 async fn dead_letters(
     js: &jetstream::Context,
     stream: &Stream,
@@ -334,13 +335,14 @@ async fn dead_letters(
         reason: e.to_string(),
     };
     let count = subject_count(stream, subject).await?;
-    let mut newest: VecDeque<(u64, HeaderMap, Vec<u8>)> = VecDeque::new();
+    let mut newest: VecDeque<u64> = VecDeque::new();
     if count > 0 {
         let consumer = stream
             .create_consumer(pull::Config {
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::None,
                 filter_subject: subject.to_owned(),
+                headers_only: true,
                 inactive_threshold: Duration::from_secs(30),
                 ..Default::default()
             })
@@ -363,8 +365,7 @@ async fn dead_letters(
                 if newest.len() == NEWEST_DEAD_LETTERS {
                     newest.pop_front();
                 }
-                let headers = message.headers.clone().unwrap_or_default();
-                newest.push_back((sequence, headers, message.payload.to_vec()));
+                newest.push_back(sequence);
                 if done {
                     break 'scan;
                 }
@@ -379,8 +380,12 @@ async fn dead_letters(
         }
     }
     let mut summaries = Vec::with_capacity(newest.len());
-    for (sequence, headers, body) in newest.into_iter().rev() {
-        summaries.push(summary(js, sequence, &headers, &body).await);
+    for sequence in newest.into_iter().rev() {
+        // A letter removed since the scan (stream limits) is left out.
+        match stream.get_raw_message(sequence).await {
+            Ok(m) => summaries.push(summary(js, sequence, &m.headers, &m.payload).await),
+            Err(error) => tracing::debug!(%error, sequence, "dead letter gone since the scan"),
+        }
     }
     Ok(DeadLetters {
         subject: subject.to_owned(),
