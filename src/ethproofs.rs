@@ -5,14 +5,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor as _;
 use anyhow::bail;
-use orchestrator_actors::actors::{EthProofsReporter, ReporterConfig};
+use orchestrator_actors::actors::{EthProofsReporter, Inbound, ReporterConfig};
+use orchestrator_actors::edges::JobSource;
 use orchestrator_actors::edges::ethproofs::{EthProofsApi, HttpEthProofs};
+use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
 
 /// Bounds one request, the upload of a proof of several MB included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// In `run`, once a stop is asked for: the reporter goes on while messages
+/// keep coming at least this often (within the drain limit).
+const QUIET: Duration = Duration::from_millis(500);
 
 /// What a reporter needs, checked before anything starts.
 pub struct Reporting {
@@ -61,6 +68,38 @@ impl Reporting {
     /// The reporter actor (not started).
     pub fn reporter(self) -> EthProofsReporter {
         EthProofsReporter::new(self.api, self.config)
+    }
+
+    /// `run`'s reporter: fed from `source` like [`pump`] feeds an actor,
+    /// but a stop does not cut it off: a range run stops as soon as its last
+    /// proof is out, so the reporter goes on with what is already queued
+    /// (that proof's report) until nothing came for [`QUIET`], within the
+    /// drain limit. Without a lifeline a refused key turns reporting off,
+    /// not the run.
+    ///
+    /// [`pump`]: orchestrator_actors::actors::pump
+    pub fn follow(self, mut source: Box<dyn JobSource>, shutdown: &Shutdown) {
+        let reporter = self.reporter().start().recipient::<Inbound>();
+        let stop = shutdown.clone();
+        shutdown.spawn(async move {
+            loop {
+                let delivery = if stop.is_triggered() {
+                    tokio::time::timeout(QUIET, source.next())
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    tokio::select! {
+                        delivery = source.next() => delivery,
+                        _ = stop.triggered() => continue,
+                    }
+                };
+                let Some(delivery) = delivery else { break };
+                if reporter.send(Inbound(delivery)).await.is_err() {
+                    break;
+                }
+            }
+        });
     }
 }
 

@@ -112,7 +112,7 @@ impl RoleQueues {
             .clone()
             .unwrap_or_else(|| format!("{}-{}-{output}", role.name(), inputs.join("-")));
         // A role that publishes nothing (the EthProofs reporter) has no output in its name.
-        let consumer = consumer.trim_end_matches('-');
+        let consumer = consumer.trim_end_matches('-').to_owned();
         let consumer = safe_name(&consumer);
         Self {
             inputs,

@@ -177,12 +177,11 @@ impl Plan {
             .source("report", &[COMPLETED_PROOFS, DEAD_LETTER], s)
             .await?;
         if let Some(reporting) = self.reporting {
-            // Its own consumer: reporting never holds up proving. Without a
-            // lifeline a refused key turns reporting off, not the run.
+            // Its own consumer: reporting never holds up proving.
             let input = edges
                 .source("ethproofs-reporter", &[COMPLETED_PROOFS, JOB_EVENTS], s)
                 .await?;
-            pump(input, reporting.reporter().start().recipient(), &shutdown);
+            reporting.follow(input, &shutdown);
         }
         if s.multistep {
             let collector = StepCollector::new(s.steps, publisher.clone())

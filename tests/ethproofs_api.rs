@@ -3,8 +3,10 @@
 //! makes the reporter do (500, 429 with Retry-After, 409, 400, 401, 404),
 //! and the rate limit in a burst. Messages come from the in-process bus;
 //! `tests/ethproofs_roles.rs` runs the same over NATS with real provers.
+//! Last, `orchestrator run` over a range reports every block before it exits.
 
 mod ethproofs_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -367,4 +369,26 @@ fn a_burst_stays_under_the_rate_limit() {
     }
     // 16 requests at 5 per second: the last one at least 3 s after the first.
     assert!(times[15] - times[0] >= Duration::from_millis(2900));
+}
+
+#[test]
+fn a_range_run_reports_every_block_before_it_exits() {
+    let fake = FakeEthProofs::start();
+    let (run, status) = support::run_range("ethproofs-run", 1, 4, |run| {
+        run.env("ETHPROOFS_API_URL", fake.url())
+            .env("ETHPROOFS_API_KEY", KEY)
+            .env("ETHPROOFS_CLUSTER_ID", CLUSTER.to_string())
+    });
+    assert!(status.success(), "{status}: {}", run.stderr());
+    let requests = fake.requests();
+    for block in 1..=4 {
+        for call in ["queued", "proving", "proved"] {
+            let posted = requests
+                .iter()
+                .filter(|r| r.call == call && r.block() == block && r.status == 200)
+                .count();
+            assert_eq!(posted, 1, "{call} of block {block}: {requests:?}");
+        }
+    }
+    assert!(!run.stderr().contains(KEY), "the API key is in the log");
 }
