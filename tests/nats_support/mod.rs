@@ -11,6 +11,7 @@ pub mod layout;
 pub mod nats_cluster;
 pub mod payloads;
 pub mod role;
+pub mod rpc_proxy;
 pub mod server;
 pub mod tap;
 pub mod wire;
