@@ -33,4 +33,17 @@ if ! "$bin/anvil" --version >/dev/null 2>&1; then
   "$bin/anvil" --version >/dev/null
 fi
 
+# The dashboard's browser test: Debian's chromium (never a browser download)
+# and playwright-core to drive it. Without root or apt, the test skips with
+# one line saying so.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "install-test-deps: installing chromium (Debian package)" >&2
+  { apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; } >&2 \
+    || echo "install-test-deps: chromium could not be installed; the dashboard browser test will skip" >&2
+fi
+if [ ! -d "$root/tests/browser/node_modules/playwright-core" ]; then
+  echo "install-test-deps: installing playwright-core from npm (tests/browser)" >&2
+  npm ci --silent --no-audit --no-fund --prefix "$root/tests/browser" >&2
+fi
+
 echo "$bin"

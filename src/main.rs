@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod dashboard;
 mod ethproofs;
 mod http;
 mod proof_get;

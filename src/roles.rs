@@ -16,6 +16,7 @@ use orchestrator_actors::messages::queues;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::dashboard::{Dashboard, QUEUES};
 use crate::ethproofs::Reporting;
 use crate::http;
 use crate::wiring;
@@ -150,14 +151,19 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
         _ => None,
     };
     let readiness = http::Readiness::default();
+    // The proof matcher serves the dashboard next to its metrics.
+    let dashboard = (role == Role::ProofMatcher).then(Dashboard::default);
     if role != Role::Init {
         readiness.needs_nats();
         if let Some(chain) = &chain {
             readiness.needs_rpc(chain.health(), http::rpc_window(&s));
         }
         if let Some(port) = http::port(&s, true) {
-            // Further pages (the dashboard) go in place of `Router::new()`.
-            http::serve(port, readiness.clone(), axum::Router::new()).await?;
+            let pages = dashboard
+                .as_ref()
+                .map(Dashboard::router)
+                .unwrap_or_default();
+            http::serve(port, readiness.clone(), pages).await?;
         }
     }
     let bus = connect(&s, role.name()).await?;
@@ -225,6 +231,13 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
                 matcher.recipient(),
                 &shutdown,
             );
+            if let Some(dashboard) = &dashboard {
+                // A consumer of its own: the matcher's acks are its own business.
+                let name = format!("{}-dashboard", io.consumer);
+                let queues = QUEUES.map(str::to_owned);
+                let spec = consumer_spec(&name, &queues, None, &s);
+                dashboard.follow(Box::new(bus.source(&spec).await?), &shutdown);
+            }
         }
         Role::EthProofsReporter => {
             let lifeline = shutdown.lifeline(

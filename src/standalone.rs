@@ -18,6 +18,7 @@ use orchestrator_actors::messages::queues::*;
 use orchestrator_actors::shutdown::Shutdown;
 
 use crate::config::Settings;
+use crate::dashboard::{Dashboard, QUEUES};
 use crate::ethproofs::Reporting;
 use crate::http;
 use crate::report::{RangeProgress, Reporter};
@@ -137,9 +138,14 @@ impl Plan {
         if s.nats_url.is_some() {
             readiness.needs_nats();
         }
+        // The dashboard lives on the metrics port: no port, no dashboard.
+        let dashboard = http::port(s, false).map(|_| Dashboard::default());
         if let Some(port) = http::port(s, false) {
-            // Further pages (the dashboard) go in place of `Router::new()`.
-            http::serve(port, readiness.clone(), axum::Router::new()).await?;
+            let pages = dashboard
+                .as_ref()
+                .map(Dashboard::router)
+                .unwrap_or_default();
+            http::serve(port, readiness.clone(), pages).await?;
         }
         let edges = match &s.nats_url {
             Some(_) => {
@@ -182,6 +188,9 @@ impl Plan {
                 .source("ethproofs-reporter", &[COMPLETED_PROOFS, JOB_EVENTS], s)
                 .await?;
             reporting.follow(input, &shutdown);
+        }
+        if let Some(dashboard) = &dashboard {
+            dashboard.follow(edges.source("dashboard", &QUEUES, s).await?, &shutdown);
         }
         if s.multistep {
             let collector = StepCollector::new(s.steps, publisher.clone())
