@@ -6,16 +6,15 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Override;
+use crate::config::keys::flag_help;
 
 /// Turns finalized Ethereum blocks into zk proofs with any prover binary.
 #[derive(Debug, Parser)]
 #[command(name = "orchestrator", version, about)]
 pub struct Cli {
-    /// TOML file with settings (default: ./orchestrator.toml if present).
-    #[arg(long, global = true, env = "ORCHESTRATOR_CONFIG")]
+    #[arg(long, help = flag_help("config"), global = true, env = "ORCHESTRATOR_CONFIG", hide_env = true)]
     pub config: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ORCHESTRATOR_LOG_FORMAT")]
+    #[arg(long, help = flag_help("log-format"), global = true, hide_env = true, value_enum, default_value_t = LogFormat::Text, env = "ORCHESTRATOR_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -112,20 +111,15 @@ fn switch(out: &mut Vec<Override>, key: &'static str, on: bool) {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Chain")]
 pub struct ChainFlags {
-    /// Ethereum JSON-RPC endpoint [env: L1_RPC].
-    #[arg(long)]
+    #[arg(long, help = flag_help("rpc"))]
     pub rpc: Option<String>,
-    /// First block to prove (default: the finalized head) [env: NEXT_BLOCK].
-    #[arg(long)]
+    #[arg(long, help = flag_help("from"))]
     pub from: Option<u64>,
-    /// Last block to prove; the run exits when the range is done [env: ORCHESTRATOR_TO_BLOCK].
-    #[arg(long)]
+    #[arg(long, help = flag_help("to"))]
     pub to: Option<u64>,
-    /// Prove only blocks with `block % N == 0` [env: ORCHESTRATOR_EVERY].
-    #[arg(long, value_name = "N")]
+    #[arg(long, help = flag_help("every"), value_name = "N")]
     pub every: Option<u64>,
-    /// Time between finalized-head polls, e.g. 12s [env: ORCHESTRATOR_POLL_INTERVAL].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("poll-interval"), value_name = "DURATION")]
     pub poll_interval: Option<String>,
 }
 
@@ -143,27 +137,19 @@ impl Push for ChainFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Prover")]
 pub struct ProverFlags {
-    /// Prover binary, run as `BINARY --input-path IN --output-path OUT` [env: BINARY].
-    #[arg(long)]
+    #[arg(long, help = flag_help("binary"))]
     pub binary: Option<PathBuf>,
-    /// Prover processes run at once [env: ORCHESTRATOR_WORKERS].
-    #[arg(long)]
+    #[arg(long, help = flag_help("workers"))]
     pub workers: Option<u64>,
-    /// GPU devices, e.g. 0,1,2,3: one worker per device, each prover with
-    /// CUDA_VISIBLE_DEVICES set to its own [env: ORCHESTRATOR_GPUS].
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, help = flag_help("gpus"), value_name = "LIST")]
     pub gpus: Option<String>,
-    /// Attempts per job before it is reported failed [env: ORCHESTRATOR_MAX_ATTEMPTS].
-    #[arg(long)]
+    #[arg(long, help = flag_help("max-attempts"))]
     pub max_attempts: Option<u64>,
-    /// Kill a prover run after this long, e.g. 30m [env: ORCHESTRATOR_JOB_TIMEOUT].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("job-timeout"), value_name = "DURATION")]
     pub job_timeout: Option<String>,
-    /// First retry delay of a failed job; doubles each time [env: ORCHESTRATOR_RETRY_DELAY].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("retry-delay"), value_name = "DURATION")]
     pub retry_delay: Option<String>,
-    /// Directory for job input and output files [env: ORCHESTRATOR_WORK_DIR].
-    #[arg(long)]
+    #[arg(long, help = flag_help("work-dir"))]
     pub work_dir: Option<PathBuf>,
 }
 
@@ -183,32 +169,23 @@ impl Push for ProverFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "NATS")]
 pub struct NatsFlags {
-    /// NATS server URL [env: NATS_URL].
-    #[arg(long)]
+    #[arg(long, help = flag_help("nats"))]
     pub nats: Option<String>,
-    /// NATS credentials file [env: NATS_CREDS]; user, password and token only by env or file.
-    #[arg(long)]
+    #[arg(long, help = flag_help("nats-creds"))]
     pub nats_creds: Option<PathBuf>,
-    /// CA certificate for the NATS server's TLS [env: NATS_CA].
-    #[arg(long)]
+    #[arg(long, help = flag_help("nats-ca"))]
     pub nats_ca: Option<PathBuf>,
-    /// JetStream stream [env: INPUT_STREAM, OUTPUT_STREAM].
-    #[arg(long)]
+    #[arg(long, help = flag_help("stream"))]
     pub stream: Option<String>,
-    /// Time NATS waits for an ack before redelivering, e.g. 30s [env: ORCHESTRATOR_ACK_WAIT].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("ack-wait"), value_name = "DURATION")]
     pub ack_wait: Option<String>,
-    /// How often a running job is reported alive; below the ack wait [env: ORCHESTRATOR_PROGRESS_INTERVAL].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("progress-interval"), value_name = "DURATION")]
     pub progress_interval: Option<String>,
-    /// Messages over this many bytes go through the object store [env: ORCHESTRATOR_INLINE_PAYLOAD_LIMIT].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, help = flag_help("inline-payload-limit"), value_name = "BYTES")]
     pub inline_payload_limit: Option<u64>,
-    /// How long payloads in the object store are kept, e.g. 7d [env: ORCHESTRATOR_PAYLOAD_RETENTION].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("payload-retention"), value_name = "DURATION")]
     pub payload_retention: Option<String>,
-    /// Largest output in bytes; larger ones are dead-lettered at once [env: ORCHESTRATOR_MAX_PAYLOAD].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, help = flag_help("max-payload"), value_name = "BYTES")]
     pub max_payload: Option<u64>,
 }
 
@@ -231,14 +208,11 @@ impl Push for NatsFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Queues")]
 pub struct QueueFlags {
-    /// Queues to consume, comma separated [env: INPUT_QUEUE].
-    #[arg(long)]
+    #[arg(long, help = flag_help("input-queue"))]
     pub input_queue: Option<String>,
-    /// Queue to publish to [env: OUTPUT_QUEUE].
-    #[arg(long)]
+    #[arg(long, help = flag_help("output-queue"))]
     pub output_queue: Option<String>,
-    /// Durable consumer name: same name splits work, distinct names fan out [env: CONSUMER_NAME].
-    #[arg(long)]
+    #[arg(long, help = flag_help("consumer-name"))]
     pub consumer_name: Option<String>,
 }
 
@@ -254,13 +228,9 @@ impl Push for QueueFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Steps")]
 pub struct StepFlags {
-    /// Steps per block: with `run --multistep` passed to the bundled mock
-    /// as MOCK_STEPS; the step collector's group size unless NUM_INPUTS is
-    /// set [env: ORCHESTRATOR_STEPS].
-    #[arg(long)]
+    #[arg(long, help = flag_help("steps"))]
     pub steps: Option<u64>,
-    /// Give up a step group still incomplete after this, e.g. 30m [env: ORCHESTRATOR_GROUP_TIMEOUT].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, help = flag_help("group-timeout"), value_name = "DURATION")]
     pub group_timeout: Option<String>,
 }
 
@@ -275,10 +245,7 @@ impl Push for StepFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Matching")]
 pub struct MatchFlags {
-    /// Provers whose proofs make a block count as fully proved in the
-    /// matcher's log, comma separated; every proof is published either way
-    /// [env: ORCHESTRATOR_EXPECTED_PROVERS].
-    #[arg(long)]
+    #[arg(long, help = flag_help("expected-provers"))]
     pub expected_provers: Option<String>,
 }
 
@@ -292,9 +259,7 @@ impl Push for MatchFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Metrics")]
 pub struct ServeFlags {
-    /// Port of /metrics, /healthz and /readyz; 0: any free port (logged);
-    /// unset: off in `run`, any free port in a role [env: METRICS_PORT].
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, help = flag_help("metrics-port"), value_name = "PORT")]
     pub metrics_port: Option<u64>,
 }
 
@@ -308,12 +273,9 @@ impl Push for ServeFlags {
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "EthProofs")]
 pub struct EthProofsFlags {
-    /// EthProofs API, e.g. https://ethproofs.org/api/v0; with ETHPROOFS_API_KEY
-    /// and the cluster id, reports every proof [env: ETHPROOFS_API_URL].
-    #[arg(long, value_name = "URL")]
+    #[arg(long, help = flag_help("ethproofs-api-url"), value_name = "URL")]
     pub ethproofs_api_url: Option<String>,
-    /// The cluster's id on EthProofs [env: ETHPROOFS_CLUSTER_ID].
-    #[arg(long, value_name = "ID")]
+    #[arg(long, help = flag_help("ethproofs-cluster-id"), value_name = "ID")]
     pub ethproofs_cluster_id: Option<u64>,
 }
 
@@ -353,8 +315,7 @@ pub struct RunArgs {
     pub chain: ChainFlags,
     #[command(flatten)]
     pub prover: ProverFlags,
-    /// Multistep proving: partition, prove steps, aggregate [env: ORCHESTRATOR_MULTISTEP].
-    #[arg(long, help_heading = "Steps")]
+    #[arg(long, help = flag_help("multistep"), help_heading = "Steps")]
     pub multistep: bool,
     #[command(flatten)]
     pub steps: StepFlags,
@@ -363,8 +324,7 @@ pub struct RunArgs {
     // With --nats, the run's queues live on JetStream instead of in this process.
     #[command(flatten)]
     pub nats: NatsFlags,
-    /// Print completed proofs as JSON lines [env: ORCHESTRATOR_JSON].
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, help = flag_help("json"), help_heading = "Output")]
     pub json: bool,
     #[command(flatten)]
     pub serve: ServeFlags,
@@ -393,8 +353,7 @@ pub struct InitArgs {
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
-    /// Copies a NATS cluster keeps of the stream and buckets, 1 to 5 [env: ORCHESTRATOR_REPLICAS].
-    #[arg(long, help_heading = "NATS")]
+    #[arg(long, help = flag_help("replicas"), help_heading = "NATS")]
     pub replicas: Option<u64>,
 }
 
@@ -433,8 +392,7 @@ impl Push for WatcherArgs {
 pub struct ProverArgs {
     #[command(flatten)]
     pub prover: ProverFlags,
-    /// The output is a JSON array; publish each element [env: MULTIPLE_OUTPUT].
-    #[arg(long, help_heading = "Prover")]
+    #[arg(long, help = flag_help("multiple-output"), help_heading = "Prover")]
     pub multiple_output: bool,
     #[command(flatten)]
     pub nats: NatsFlags,
@@ -479,8 +437,7 @@ impl Push for MatcherArgs {
 /// `orchestrator step-collector`.
 #[derive(Debug, Default, Args)]
 pub struct StepCollectorArgs {
-    /// Step proofs per group [env: NUM_INPUTS].
-    #[arg(long, help_heading = "Steps")]
+    #[arg(long, help = flag_help("num-inputs"), help_heading = "Steps")]
     pub num_inputs: Option<u64>,
     #[command(flatten)]
     pub steps: StepFlags,
@@ -506,8 +463,7 @@ impl Push for StepCollectorArgs {
 /// the flags of all three.
 #[derive(Debug, Default, Args)]
 pub struct CollectorArgs {
-    /// Collector strategy: Block, Proof or Match [env: STRATEGY].
-    #[arg(long)]
+    #[arg(long, help = flag_help("strategy"))]
     pub strategy: Option<String>,
     #[command(flatten)]
     pub chain: ChainFlags,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 /// The public endpoint used when no `L1_RPC` is given.
 pub const DEFAULT_RPC: &str = "https://ethereum-rpc.publicnode.com";
 
-mod keys;
+pub mod keys;
 
 /// What `orchestrator run` needs to know. Defaults suit a first run against
 /// mainnet with the bundled mock prover.
