@@ -123,3 +123,54 @@ async fn the_matcher_keeps_the_proving_time_of_the_output() {
         "the host's measurement, unless the prover wrote its own"
     );
 }
+
+/// Passes publishes on to the bus, holding the first job event back a
+/// while, as a slow round trip to the server would.
+struct SlowFirstEvent {
+    bus: LocalBus,
+    held: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Publisher for SlowFirstEvent {
+    async fn publish(
+        &self,
+        queue: &str,
+        message: Envelope,
+    ) -> Result<(), orchestrator_actors::edges::EdgeError> {
+        if queue == queues::JOB_EVENTS && !self.held.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.bus.publish(queue, message).await
+    }
+}
+
+#[actix_rt::test]
+async fn events_arrive_in_the_order_they_happened() {
+    let bus = LocalBus::new();
+    let jobs = bus.subscribe(&[queues::BLOCKS]);
+    let mut events = bus.subscribe(&[queues::JOB_EVENTS]);
+    let publisher = Arc::new(SlowFirstEvent {
+        bus: bus.clone(),
+        held: false.into(),
+    });
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Echo]));
+    let _pool = orchestrator_actors::actors::ProverPool::new(
+        config(1, false),
+        runner,
+        Box::new(jobs),
+        publisher,
+    )
+    .start();
+    announce(&bus, [3]).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_event(&mut events).await.status);
+    }
+    assert_eq!(
+        seen,
+        [JobStatus::Queued, JobStatus::Proving, JobStatus::Proved],
+        "a slow first publish must not let later events overtake it"
+    );
+}

@@ -2,7 +2,6 @@
 //! provers' job events, proved from completed proofs.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +10,10 @@ use backon::Retryable;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use super::Inbound;
+use super::{Inbound, keep_alive};
 use crate::backoff::Backoff;
 use crate::edges::ethproofs::{Answer, Endpoint, EthProofsApi, Refusal};
-use crate::edges::{AckHandle, Delivery};
+use crate::edges::Delivery;
 use crate::messages::{CompletedProof, JobEvent, JobStatus, queues};
 use crate::shutdown::Lifeline;
 
@@ -387,19 +386,6 @@ async fn settle(delivery: &Delivery, report: &Report, answer: Answer) -> Result<
         tracing::warn!(id = %delivery.id, %error, "reported, but the ack failed; the redelivery will be answered 409 or recorded again");
     }
     Ok(())
-}
-
-/// Awaits `work`, telling the source every `every` that the message is
-/// still being handled.
-async fn keep_alive<F: Future>(work: F, ack: &dyn AckHandle, every: Duration) -> F::Output {
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            output = &mut work => return output,
-            _ = ticker.tick() => { let _ = ack.in_progress().await; }
-        }
-    }
 }
 
 /// The times of the last requests, to keep under [`RateLimit`] in any

@@ -17,9 +17,12 @@ pub use prover_pool::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 pub use prover_worker::{ProverWorker, RunJob};
 pub use step_collector::{DEFAULT_GROUP_TIMEOUT, StepCollector};
 
+use std::future::Future;
+use std::time::Duration;
+
 use actix::{Message, Recipient};
 
-use crate::edges::{Delivery, JobSource};
+use crate::edges::{AckHandle, Delivery, JobSource};
 use crate::shutdown::Shutdown;
 
 /// A delivery from a source, handed to a consuming actor (matcher, collector,
@@ -51,4 +54,26 @@ pub fn pump(mut source: Box<dyn JobSource>, consumer: Recipient<Inbound>, shutdo
             _ = stop.triggered() => {}
         }
     });
+}
+
+/// Awaits `work`, telling its source every `every` that the message is
+/// still being handled (a long proof, a report waiting out a rate limit), so
+/// it is not redelivered to someone else meanwhile.
+pub(crate) async fn keep_alive<F: Future>(
+    work: F,
+    ack: &dyn AckHandle,
+    every: Duration,
+) -> F::Output {
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticker.tick() => {
+                if let Err(error) = ack.in_progress().await {
+                    tracing::warn!(%error, "could not send an in-progress ack");
+                }
+            }
+        }
+    }
 }

@@ -2,7 +2,6 @@
 //! source while it runs, publish its output (retrying only the publish), and
 //! settle it: ack, nak for a retry, dead-letter, or hand back at shutdown.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,9 +10,10 @@ use backon::Retryable;
 use serde_json::value::RawValue;
 
 use super::{PoolConfig, Route};
+use crate::actors::keep_alive;
 use crate::actors::prover_worker::{ProverWorker, RunJob};
 use crate::backoff::Backoff;
-use crate::edges::{AckHandle, Delivery, EdgeError, JobFailure, Publisher};
+use crate::edges::{Delivery, EdgeError, JobFailure, Publisher};
 use crate::messages::{
     BlockProof, Envelope, JobEvent, JobStatus, StepProof, block_of_payload, meta, queues, unix_ms,
 };
@@ -140,10 +140,11 @@ async fn settle_failure(delivery: &Delivery, failure: &JobFailure, config: &Pool
     retry_or_reject(delivery, failure, config).await
 }
 
-/// The job's [`JobEvent`]s, published in the background: the dashboard and
-/// the EthProofs reporter follow them, and proving never waits for them.
+/// The job's [`JobEvent`]s, published in the background and in order (a
+/// reporter must not see `proving` before `queued`): the dashboard and the
+/// EthProofs reporter follow them, and proving never waits for them.
 struct Events {
-    publisher: Arc<dyn Publisher>,
+    queue: tokio::sync::mpsc::UnboundedSender<JobEvent>,
     template: JobEvent,
 }
 
@@ -161,10 +162,19 @@ impl Events {
             output_bytes: None,
             error: None,
         };
-        Self {
-            publisher,
-            template,
-        }
+        let (queue, mut events) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        // Ends once the job is settled (the sender dropped) and its events sent.
+        actix::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let Err(error) = publisher
+                    .publish(queues::JOB_EVENTS, event.envelope())
+                    .await
+                {
+                    tracing::debug!(job = %event.job, %error, "could not publish a job event");
+                }
+            }
+        });
+        Self { queue, template }
     }
 
     fn send(&self, status: JobStatus, fill: impl FnOnce(&mut JobEvent)) {
@@ -174,15 +184,8 @@ impl Events {
             ..self.template.clone()
         };
         fill(&mut event);
-        let publisher = self.publisher.clone();
-        actix::spawn(async move {
-            if let Err(error) = publisher
-                .publish(queues::JOB_EVENTS, event.envelope())
-                .await
-            {
-                tracing::debug!(job = %event.job, %error, "could not publish a job event");
-            }
-        });
+        // The publishing task lives as long as this sender: it cannot be gone.
+        let _ = self.queue.send(event);
     }
 }
 
@@ -217,22 +220,6 @@ async fn hand_back(delivery: &Delivery) -> Outcome {
         tracing::warn!(job = %delivery.id, %error, "could not hand the job back; it is redelivered after the ack wait");
     }
     Outcome::HandedBack
-}
-
-/// Awaits `work`, telling the source every `every` that the job is alive.
-async fn keep_alive<F: Future>(work: F, ack: &dyn AckHandle, every: Duration) -> F::Output {
-    tokio::pin!(work);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            output = &mut work => return output,
-            _ = ticker.tick() => {
-                if let Err(error) = ack.in_progress().await {
-                    tracing::warn!(%error, "could not send an in-progress ack");
-                }
-            }
-        }
-    }
 }
 
 /// The messages a job's output becomes: one, or one per array element, each
