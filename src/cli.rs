@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Override;
-use crate::config::keys::flag_help;
+use crate::config::keys::{SETTINGS, flag_help};
 
 /// Turns finalized Ethereum blocks into zk proofs with any prover binary.
 #[derive(Debug, Parser)]
@@ -58,53 +59,38 @@ pub enum Command {
     EthproofsReporter(ReporterArgs),
 }
 
-impl Command {
-    /// The flags that were given, as settings overrides.
-    pub fn overrides(&self) -> Vec<Override> {
-        let mut out = Vec::new();
-        match self {
-            Command::Run(a) => a.push(&mut out),
-            Command::Init(a) => a.push(&mut out),
-            Command::BlockWatcher(a) => a.push(&mut out),
-            Command::Prover(a) | Command::Dispatcher(a) => a.push(&mut out),
-            Command::ProofMatcher(a) => a.push(&mut out),
-            Command::StepCollector(a) => a.push(&mut out),
-            Command::Collector(a) => a.push(&mut out),
-            Command::Proof(ProofArgs {
-                action: ProofAction::Get(a),
-            }) => a.push(&mut out),
-            Command::Status(a) => a.push(&mut out),
-            Command::EthproofsReporter(a) => a.push(&mut out),
+/// The flags given on the command line, as settings overrides: each flag
+/// sets the keys [`SETTINGS`] declares for it, so the flag → key mapping is
+/// written once. Flags no setting declares (`proof get --block`) are read
+/// from the parsed [`Cli`] instead.
+pub fn overrides(matches: &ArgMatches) -> Vec<Override> {
+    let mut out = Vec::new();
+    let mut level = Some(matches);
+    while let Some(matches) = level {
+        for id in matches.ids() {
+            let id = id.as_str();
+            if matches.value_source(id) != Some(ValueSource::CommandLine) {
+                continue;
+            }
+            let Some(value) = matches
+                .get_raw(id)
+                .and_then(|mut raw| raw.next())
+                .map(|raw| raw.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            let flag = id.replace('_', "-");
+            for key in SETTINGS
+                .iter()
+                .filter(|s| s.flag == Some(flag.as_str()))
+                .filter_map(|s| s.key)
+            {
+                out.push((key, config::Value::from(value.clone())));
+            }
         }
-        out
+        level = matches.subcommand().map(|(_, sub)| sub);
     }
-}
-
-/// A group of flags that turns the given ones into settings overrides.
-trait Push {
-    fn push(&self, out: &mut Vec<Override>);
-}
-
-fn text(out: &mut Vec<Override>, key: &'static str, value: &Option<String>) {
-    if let Some(value) = value {
-        out.push((key, config::Value::from(value.clone())));
-    }
-}
-
-fn path(out: &mut Vec<Override>, key: &'static str, value: &Option<PathBuf>) {
-    text(out, key, &value.as_ref().map(|p| p.display().to_string()));
-}
-
-fn number(out: &mut Vec<Override>, key: &'static str, value: Option<u64>) {
-    if let Some(value) = value {
-        out.push((key, config::Value::from(value)));
-    }
-}
-
-fn switch(out: &mut Vec<Override>, key: &'static str, on: bool) {
-    if on {
-        out.push((key, config::Value::from(true)));
-    }
+    out
 }
 
 /// Which blocks to announce.
@@ -121,16 +107,6 @@ pub struct ChainFlags {
     pub every: Option<u64>,
     #[arg(long, help = flag_help("poll-interval"), value_name = "DURATION")]
     pub poll_interval: Option<String>,
-}
-
-impl Push for ChainFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        text(out, "l1_rpc", &self.rpc);
-        number(out, "next_block", self.from);
-        number(out, "to_block", self.to);
-        number(out, "every", self.every);
-        text(out, "poll_interval", &self.poll_interval);
-    }
 }
 
 /// How prover binaries are run.
@@ -151,18 +127,6 @@ pub struct ProverFlags {
     pub retry_delay: Option<String>,
     #[arg(long, help = flag_help("work-dir"))]
     pub work_dir: Option<PathBuf>,
-}
-
-impl Push for ProverFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        path(out, "binary", &self.binary);
-        number(out, "workers", self.workers);
-        text(out, "gpus", &self.gpus);
-        number(out, "max_attempts", self.max_attempts);
-        text(out, "job_timeout", &self.job_timeout);
-        text(out, "retry_delay", &self.retry_delay);
-        path(out, "work_dir", &self.work_dir);
-    }
 }
 
 /// How to reach NATS and how messages travel on it.
@@ -189,21 +153,6 @@ pub struct NatsFlags {
     pub max_payload: Option<u64>,
 }
 
-impl Push for NatsFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        text(out, "nats_url", &self.nats);
-        path(out, "nats_creds", &self.nats_creds);
-        path(out, "nats_ca", &self.nats_ca);
-        text(out, "input_stream", &self.stream);
-        text(out, "output_stream", &self.stream);
-        text(out, "ack_wait", &self.ack_wait);
-        text(out, "progress_interval", &self.progress_interval);
-        number(out, "inline_payload_limit", self.inline_payload_limit);
-        text(out, "payload_retention", &self.payload_retention);
-        number(out, "max_payload", self.max_payload);
-    }
-}
-
 /// Which queues a role reads and writes, and as whom.
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Queues")]
@@ -216,14 +165,6 @@ pub struct QueueFlags {
     pub consumer_name: Option<String>,
 }
 
-impl Push for QueueFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        text(out, "input_queue", &self.input_queue);
-        text(out, "output_queue", &self.output_queue);
-        text(out, "consumer_name", &self.consumer_name);
-    }
-}
-
 /// How step proofs are grouped (multistep proving).
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Steps")]
@@ -234,25 +175,12 @@ pub struct StepFlags {
     pub group_timeout: Option<String>,
 }
 
-impl Push for StepFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        number(out, "steps", self.steps);
-        text(out, "group_timeout", &self.group_timeout);
-    }
-}
-
 /// What the proof matcher logs.
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "Matching")]
 pub struct MatchFlags {
     #[arg(long, help = flag_help("expected-provers"))]
     pub expected_provers: Option<String>,
-}
-
-impl Push for MatchFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        text(out, "expected_provers", &self.expected_provers);
-    }
 }
 
 /// Where operators read metrics and health (`/metrics`, `/healthz`, `/readyz`).
@@ -263,12 +191,6 @@ pub struct ServeFlags {
     pub metrics_port: Option<u64>,
 }
 
-impl Push for ServeFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        number(out, "metrics_port", self.metrics_port);
-    }
-}
-
 /// Where proofs are reported (the API key only by env or file).
 #[derive(Debug, Default, Args)]
 #[command(next_help_heading = "EthProofs")]
@@ -277,13 +199,6 @@ pub struct EthProofsFlags {
     pub ethproofs_api_url: Option<String>,
     #[arg(long, help = flag_help("ethproofs-cluster-id"), value_name = "ID")]
     pub ethproofs_cluster_id: Option<u64>,
-}
-
-impl Push for EthProofsFlags {
-    fn push(&self, out: &mut Vec<Override>) {
-        text(out, "ethproofs_api_url", &self.ethproofs_api_url);
-        number(out, "ethproofs_cluster_id", self.ethproofs_cluster_id);
-    }
 }
 
 /// `orchestrator ethproofs-reporter`.
@@ -297,15 +212,6 @@ pub struct ReporterArgs {
     pub queues: QueueFlags,
     #[command(flatten)]
     pub serve: ServeFlags,
-}
-
-impl Push for ReporterArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.ethproofs.push(out);
-        self.nats.push(out);
-        self.queues.push(out);
-        self.serve.push(out);
-    }
 }
 
 /// `orchestrator run`.
@@ -332,20 +238,6 @@ pub struct RunArgs {
     pub ethproofs: EthProofsFlags,
 }
 
-impl Push for RunArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.chain.push(out);
-        self.prover.push(out);
-        switch(out, "multistep", self.multistep);
-        self.steps.push(out);
-        self.matching.push(out);
-        self.nats.push(out);
-        switch(out, "json", self.json);
-        self.serve.push(out);
-        self.ethproofs.push(out);
-    }
-}
-
 /// `orchestrator init`: a named consumer given with its queues is created too.
 #[derive(Debug, Default, Args)]
 pub struct InitArgs {
@@ -355,14 +247,6 @@ pub struct InitArgs {
     pub queues: QueueFlags,
     #[arg(long, help = flag_help("replicas"), help_heading = "NATS")]
     pub replicas: Option<u64>,
-}
-
-impl Push for InitArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.nats.push(out);
-        self.queues.push(out);
-        number(out, "replicas", self.replicas);
-    }
 }
 
 /// `orchestrator block-watcher`.
@@ -376,15 +260,6 @@ pub struct WatcherArgs {
     pub queues: QueueFlags,
     #[command(flatten)]
     pub serve: ServeFlags,
-}
-
-impl Push for WatcherArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.chain.push(out);
-        self.nats.push(out);
-        self.queues.push(out);
-        self.serve.push(out);
-    }
 }
 
 /// `orchestrator prover` (the template's `dispatcher`).
@@ -402,16 +277,6 @@ pub struct ProverArgs {
     pub serve: ServeFlags,
 }
 
-impl Push for ProverArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.prover.push(out);
-        switch(out, "multiple_output", self.multiple_output);
-        self.nats.push(out);
-        self.queues.push(out);
-        self.serve.push(out);
-    }
-}
-
 /// `orchestrator proof-matcher`.
 #[derive(Debug, Default, Args)]
 pub struct MatcherArgs {
@@ -423,15 +288,6 @@ pub struct MatcherArgs {
     pub queues: QueueFlags,
     #[command(flatten)]
     pub serve: ServeFlags,
-}
-
-impl Push for MatcherArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.matching.push(out);
-        self.nats.push(out);
-        self.queues.push(out);
-        self.serve.push(out);
-    }
 }
 
 /// `orchestrator step-collector`.
@@ -449,16 +305,6 @@ pub struct StepCollectorArgs {
     pub serve: ServeFlags,
 }
 
-impl Push for StepCollectorArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        number(out, "num_inputs", self.num_inputs);
-        self.steps.push(out);
-        self.nats.push(out);
-        self.queues.push(out);
-        self.serve.push(out);
-    }
-}
-
 /// The template's `collector`: whichever role STRATEGY names, so it takes
 /// the flags of all three.
 #[derive(Debug, Default, Args)]
@@ -471,15 +317,6 @@ pub struct CollectorArgs {
     pub matching: MatchFlags,
     #[command(flatten)]
     pub collector: StepCollectorArgs,
-}
-
-impl Push for CollectorArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        text(out, "strategy", &self.strategy);
-        self.chain.push(out);
-        self.matching.push(out);
-        self.collector.push(out);
-    }
 }
 
 /// `orchestrator proof ...`.
@@ -514,13 +351,6 @@ pub struct ProofGet {
     pub input_queue: Option<String>,
 }
 
-impl Push for ProofGet {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.nats.push(out);
-        text(out, "input_queue", &self.input_queue);
-    }
-}
-
 /// `orchestrator status`: the usual NATS settings, and the output format.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -529,13 +359,6 @@ pub struct StatusArgs {
     /// Print the status as one JSON object [env: ORCHESTRATOR_JSON].
     #[arg(long, help_heading = "Output")]
     pub json: bool,
-}
-
-impl Push for StatusArgs {
-    fn push(&self, out: &mut Vec<Override>) {
-        self.nats.push(out);
-        switch(out, "json", self.json);
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use cli::{Cli, Command, LogFormat, ProofAction, ProofArgs};
 use orchestrator_actors::shutdown::Shutdown;
 use report::{Progress, RangeProgress};
@@ -32,11 +32,12 @@ use tracing_subscriber::EnvFilter;
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.log_format);
     // Running provers die with the actor system: dropping a job's future
     // kills its process group (and the kernel kills them if we are killed).
-    let result = start(&cli);
+    let result = start(&cli, &matches);
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
@@ -60,14 +61,14 @@ fn reads_range(command: &Command) -> bool {
     )
 }
 
-fn start(cli: &Cli) -> anyhow::Result<i32> {
+fn start(cli: &Cli, matches: &ArgMatches) -> anyhow::Result<i32> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
     if !reads_range(&cli.command) {
         for var in RANGE_ENV {
             env.remove(var);
         }
     }
-    let mut settings = config::Settings::load(cli.config.as_ref(), &env, cli.command.overrides())?;
+    let mut settings = config::Settings::load(cli.config.as_ref(), &env, cli::overrides(matches))?;
     let role = match &cli.command {
         Command::Run(args) => {
             standalone::nats_only_if_asked(&mut settings, args.nats.nats.is_some(), &env);

@@ -10,13 +10,8 @@ fn the_command_line_is_well_formed() {
 }
 
 fn keys(args: &[&str]) -> Result<Vec<&'static str>, clap::Error> {
-    let cli = Cli::try_parse_from(args)?;
-    Ok(cli
-        .command
-        .overrides()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect())
+    let matches = Cli::command().try_get_matches_from(args)?;
+    Ok(overrides(&matches).into_iter().map(|(k, _)| k).collect())
 }
 
 #[test]
@@ -89,4 +84,28 @@ fn given_flags_become_their_settings() {
     ])
     .unwrap();
     assert_eq!(get, ["nats_url"]);
+}
+
+#[test]
+fn flag_values_reach_the_settings_with_their_types() {
+    let matches = Cli::command()
+        .try_get_matches_from([
+            "orchestrator",
+            "run",
+            "--workers",
+            "3",
+            "--json",
+            "--from",
+            "5",
+            "--job-timeout",
+            "2m",
+        ])
+        .unwrap();
+    let settings =
+        crate::config::Settings::load(None, &std::collections::HashMap::new(), overrides(&matches))
+            .unwrap();
+    assert_eq!(settings.workers, 3);
+    assert!(settings.json);
+    assert_eq!(settings.next_block, Some(5));
+    assert_eq!(settings.job_timeout, std::time::Duration::from_secs(120));
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 use super::*;
 use crate::cli::Cli;
@@ -200,10 +200,10 @@ fn every_flag_is_declared_and_sets_its_settings() {
                     argv.push("1".into());
                 }
             }
-            let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-            let mut given: Vec<_> = cli
-                .command
-                .overrides()
+            let matches = Cli::command()
+                .try_get_matches_from(&argv)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let mut given: Vec<_> = crate::cli::overrides(&matches)
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect();
