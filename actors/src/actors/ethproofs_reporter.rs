@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Inbound, keep_alive};
 use crate::backoff::Backoff;
-use crate::edges::ethproofs::{Answer, Endpoint, EthProofsApi, Refusal};
 use crate::edges::Delivery;
+use crate::edges::ethproofs::{Answer, Endpoint, EthProofsApi, Refusal};
 use crate::messages::{CompletedProof, JobEvent, JobStatus, queues};
 use crate::shutdown::Lifeline;
 
