@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use actix::Actor;
 use common::pool_harness::*;
-use common::{ScriptedRunner, Step, next_within};
-use orchestrator_actors::actors::{ProofMatcher, pump};
-use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
+use common::{ScriptedRunner, Step, next_within, start_matcher};
+use orchestrator_actors::edges::local::LocalBus;
 use orchestrator_actors::edges::{JobFailure, Publisher};
 use orchestrator_actors::messages::{CompletedProof, Envelope, JobEvent, JobStatus, meta, queues};
-use orchestrator_actors::shutdown::Shutdown;
 
 async fn next_event(events: &mut orchestrator_actors::edges::local::LocalSource) -> JobEvent {
     let delivery = next_within(events, 10).await;
@@ -91,14 +89,7 @@ async fn a_failed_attempt_is_told_with_its_cause() {
 async fn the_matcher_keeps_the_proving_time_of_the_output() {
     let bus = LocalBus::new();
     let mut completed = bus.subscribe(&[queues::COMPLETED_PROOFS]);
-    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
-    let matcher = ProofMatcher::new(
-        Arc::new(MemoryMatchStore::default()),
-        Arc::new(bus.clone()),
-        vec![],
-    )
-    .start();
-    pump(Box::new(input), matcher.recipient(), &Shutdown::new());
+    start_matcher(&bus);
 
     let measured = r#"{"block":5,"proof":"0xff","prover":"a"}"#;
     let own = r#"{"block":5,"proof":"0xff","prover":"b","proving_ms":42}"#;

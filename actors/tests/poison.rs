@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::Actor;
 use async_trait::async_trait;
 use common::log_tap::tap_logs;
-use common::{assert_quiet, next_within};
+use common::{assert_quiet, next_within, start_matcher};
 use orchestrator_actors::actors::{Inbound, ProofMatcher, StepCollector, pump};
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::{AckHandle, Delivery, EdgeError, Publisher};
@@ -86,18 +86,6 @@ async fn dead_letters_bounded(queue: &str, start: impl FnOnce(&LocalBus)) {
         "a log line of {} bytes quotes the payload",
         logs.largest()
     );
-}
-
-/// A proof matcher reading `blocks` and `block_proofs` on `bus`.
-fn start_matcher(bus: &LocalBus) {
-    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
-    let matcher = ProofMatcher::new(
-        Arc::new(MemoryMatchStore::default()),
-        Arc::new(bus.clone()),
-        vec![],
-    )
-    .start();
-    pump(Box::new(input), matcher.recipient(), &Shutdown::new());
 }
 
 #[actix_rt::test]

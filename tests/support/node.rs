@@ -83,22 +83,27 @@ pub struct Anvil {
 }
 
 impl Anvil {
+    /// Starts anvil on `port` (1 s blocks, 1 slot per epoch), not yet ready.
+    fn spawn(bin: &std::path::Path, port: u16) -> Anvil {
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--block-time", "1", "--slots-in-an-epoch", "1", "--silent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
+        Anvil {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
     /// Starts anvil (1 s blocks, 1 slot per epoch) and waits until it answers.
     pub fn start() -> Anvil {
         let bin = anvil_bin();
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--block-time", "1", "--slots-in-an-epoch", "1", "--silent"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
-            let mut anvil = Anvil {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
+            let mut anvil = Anvil::spawn(&bin, port);
             if anvil.wait_ready() {
                 return anvil;
             }
@@ -111,17 +116,7 @@ impl Anvil {
     /// nothing listened: an outage ends), waiting until it answers.
     pub fn start_at(port: u16) -> Anvil {
         let bin = anvil_bin();
-        let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--block-time", "1", "--slots-in-an-epoch", "1", "--silent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", bin.display()));
-        let mut anvil = Anvil {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
+        let mut anvil = Anvil::spawn(&bin, port);
         assert!(anvil.wait_ready(), "anvil did not start on port {port}");
         anvil
     }

@@ -87,3 +87,25 @@ pub async fn assert_quiet(source: &mut LocalSource) {
     let got = tokio::time::timeout(Duration::from_millis(300), source.next()).await;
     assert!(got.is_err(), "unexpected message: {:?}", got.unwrap());
 }
+
+/// A proof matcher reading `blocks` and `block_proofs` on `bus`, with its
+/// state in memory, publishing to `bus`.
+pub fn start_matcher(bus: &orchestrator_actors::edges::local::LocalBus) {
+    use actix::Actor;
+    use orchestrator_actors::actors::{ProofMatcher, pump};
+    use orchestrator_actors::edges::local::MemoryMatchStore;
+    use orchestrator_actors::messages::queues;
+
+    let input = bus.subscribe(&[queues::BLOCKS, queues::BLOCK_PROOFS]);
+    let matcher = ProofMatcher::new(
+        std::sync::Arc::new(MemoryMatchStore::default()),
+        std::sync::Arc::new(bus.clone()),
+        vec![],
+    )
+    .start();
+    pump(
+        Box::new(input),
+        matcher.recipient(),
+        &orchestrator_actors::shutdown::Shutdown::new(),
+    );
+}
