@@ -239,6 +239,15 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// `text` cut to `chars` characters, marked with `…` when cut: for reasons
+/// and errors that may quote a whole payload.
+pub fn bounded(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// The block a job payload is about, whatever its step: a bare block number, a
 /// step or proof object with `block`, or an array of step proofs.
 pub fn block_of_payload(payload: &[u8]) -> Option<u64> {

@@ -22,7 +22,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use orchestrator_actors::actors::{Inbound, pump};
 use orchestrator_actors::edges::{Delivery, JobSource};
-use orchestrator_actors::messages::{CompletedProof, DeadLetter, JobEvent, queues};
+use orchestrator_actors::messages::{CompletedProof, DeadLetter, JobEvent, queues, unix_ms};
 use orchestrator_actors::shutdown::Shutdown;
 
 use state::Board;
@@ -79,7 +79,7 @@ impl Dashboard {
             queues::DEAD_LETTER => serde_json::from_slice::<DeadLetter>(payload)
                 .map(|letter| board.dead_letter(&letter)),
             queues::BLOCKS => serde_json::from_slice::<u64>(payload)
-                .map(|block| board.block_seen(block, now_ms())),
+                .map(|block| board.block_seen(block, unix_ms())),
             _ => Ok(()),
         };
         if let Err(error) = read {
@@ -89,7 +89,7 @@ impl Dashboard {
 }
 
 async fn snapshot(State(dashboard): State<Dashboard>) -> impl IntoResponse {
-    let snapshot = dashboard.board().snapshot(now_ms());
+    let snapshot = dashboard.board().snapshot(unix_ms());
     (
         [
             (CONTENT_TYPE, "application/json"),
@@ -119,10 +119,4 @@ impl Handler<Inbound> for Feed {
             }
         }));
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -14,7 +14,7 @@ use super::{Inbound, keep_alive};
 use crate::backoff::Backoff;
 use crate::edges::Delivery;
 use crate::edges::ethproofs::{Answer, Endpoint, EthProofsApi, Refusal};
-use crate::messages::{CompletedProof, JobEvent, JobStatus, queues};
+use crate::messages::{CompletedProof, JobEvent, JobStatus, bounded, queues};
 use crate::shutdown::Lifeline;
 
 /// The documented limit: 60 requests per minute per key.
@@ -218,11 +218,7 @@ pub fn report_of(delivery: &Delivery, config: &ReporterConfig) -> Result<Option<
 
 /// A serde error, cut short: it may quote a whole proof string.
 fn bounded_error(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    match text.char_indices().nth(200) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text,
-    }
+    bounded(&error.to_string(), 200)
 }
 
 /// Milliseconds of proving, always at least 1 (EthProofs rejects 0): the

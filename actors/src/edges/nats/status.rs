@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use super::payload::{PayloadConfig, PayloadRef, Payloads, resolve_payload, tags};
 use super::{NatsError, NatsOptions, Topology, shown_url};
-use crate::messages::{DeadLetter, queues};
+use crate::messages::{DeadLetter, bounded, queues};
 
 /// How many of the newest dead letters a status shows.
 pub const NEWEST_DEAD_LETTERS: usize = 5;
@@ -445,14 +445,6 @@ async fn summary(
             attempts: 0,
             error: bounded(&format!("unreadable: {reason}"), REASON_LIMIT),
         },
-    }
-}
-
-/// `text` cut to `limit` characters, marked with `…` when cut.
-fn bounded(text: &str, limit: usize) -> String {
-    match text.char_indices().nth(limit) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
     }
 }
 
