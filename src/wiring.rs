@@ -84,7 +84,9 @@ pub fn watcher_config(s: &Settings, from: Option<u64>, queue: &str) -> WatcherCo
         from,
         to: s.to_block,
         every: s.every,
-        poll_interval: s.poll_interval,
+        follow: Default::default(),
+        backlog: Default::default(),
+        poll_interval: Some(s.poll_interval),
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
         queue: queue.to_owned(),
     }
@@ -114,6 +116,7 @@ pub fn pool_config(
         restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
         progress_interval: s.progress_interval,
         routes,
+        max_age: None,
     }
 }
 

@@ -60,6 +60,8 @@ fn proved(
         proof: Value::String(proof.into()),
         latency_ms: 0,
         proving_ms,
+        block_hash: None,
+        orphaned: false,
         extra,
     };
     let id = format!("completed-{block}");

@@ -48,6 +48,7 @@ fn pool_config(workers: usize) -> PoolConfig {
             output: queues::BLOCK_PROOFS.into(),
             multiple_output: false,
         }],
+        max_age: None,
     }
 }
 

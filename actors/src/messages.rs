@@ -35,6 +35,14 @@ pub mod queues {
 pub mod meta {
     /// Milliseconds the prover binary ran to make this output.
     pub const PROVING_MS: &str = "proving-ms";
+    /// The hash of the announced block (`0x…`), when the watcher knows it:
+    /// following `latest`, a block number alone does not say which block a
+    /// proof is of once a reorg replaced it. It rides beside the bare-number
+    /// payload because the prover contract's input is the number alone.
+    pub const BLOCK_HASH: &str = "block-hash";
+    /// The announced block's timestamp (Unix seconds), when the watcher knows
+    /// it: `--backlog newest` skips blocks older than `--max-age` by it.
+    pub const BLOCK_TIME: &str = "block-time";
 }
 
 /// Metadata that travels beside a payload (NATS headers, or in process),
@@ -88,6 +96,10 @@ pub struct BlockProof {
     /// matcher fills in its host's measurement ([`meta::PROVING_MS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proving_ms: Option<u64>,
+    /// The hash of the block the prover was given; the matcher fills it in
+    /// from the job's metadata ([`meta::BLOCK_HASH`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<String>,
     /// Anything else the prover wrote, passed on untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -109,9 +121,34 @@ pub struct CompletedProof {
     /// for proofs published by something other than this project's pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proving_ms: Option<u64>,
+    /// The hash of the block the prover was given, when the watcher knew it
+    /// ([`meta::BLOCK_HASH`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<String>,
+    /// The proof is of a block a reorg took out of the chain (following
+    /// `latest`): it proves a block that is no longer block `block`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub orphaned: bool,
     /// Anything else the prover wrote (cycles, timings), passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl CompletedProof {
+    /// Its message id: one per block and prover, and per block hash when
+    /// known, so the proof of a block that replaced a reorged one is not
+    /// taken for a duplicate; a proof marked orphaned is a message of its own.
+    pub fn id(&self) -> String {
+        let mut id = format!("completed-{}-{}", self.block, self.prover);
+        if let Some(hash) = &self.block_hash {
+            let short = hash.trim_start_matches("0x");
+            id = format!("{id}-{}", &short[..short.len().min(16)]);
+        }
+        if self.orphaned {
+            id.push_str("-orphaned");
+        }
+        id
+    }
 }
 
 /// A proof of one step of a block (multistep proving).
@@ -185,6 +222,9 @@ pub enum JobStatus {
     Proved,
     /// The attempt failed (retried, or dead-lettered when `last`).
     Failed,
+    /// Not proved on purpose: with `--backlog newest`, the block was older
+    /// than `--max-age` when a host took it (`error` says how old).
+    Skipped,
 }
 
 /// One step in a job's life, published by the prover pool on

@@ -18,6 +18,12 @@ use metrics::{counter, gauge, histogram};
 pub const BLOCKS_SEEN: &str = "orchestrator_blocks_seen_total";
 /// Blocks the watcher published to its queue.
 pub const BLOCKS_PUBLISHED: &str = "orchestrator_blocks_published_total";
+/// Reorgs the watcher noticed (following `latest`).
+pub const REORGS: &str = "orchestrator_reorgs_total";
+/// Announced blocks that reorgs replaced (and that were announced again).
+pub const REORGED_BLOCKS: &str = "orchestrator_reorged_blocks_total";
+/// Jobs not proved on purpose: older than `--max-age` with `--backlog newest`.
+pub const JOBS_SKIPPED: &str = "orchestrator_jobs_skipped_total";
 /// The finalized head at the watcher's last successful poll.
 pub const FINALIZED_HEAD: &str = "orchestrator_finalized_head";
 /// The newest block the matcher has seen announced.
@@ -149,6 +155,8 @@ pub enum JobEnd {
     DeadLettered,
     /// Given back at shutdown.
     HandedBack,
+    /// Not proved on purpose: too old (`--backlog newest`).
+    Skipped,
 }
 
 /// `prover`'s pool started on `queues`: its job counters start at 0, so a
@@ -189,6 +197,7 @@ pub fn job_ended(prover: &str, queue: &str, end: JobEnd) {
     let count = |name: &'static str| counter!(name, &labels).increment(1);
     match end {
         JobEnd::Succeeded => count(JOBS_SUCCEEDED),
+        JobEnd::Skipped => count(JOBS_SKIPPED),
         JobEnd::Retried => {
             count(JOBS_FAILED);
             count(JOBS_RETRIED);
@@ -243,4 +252,11 @@ pub fn publish_error(queue: &str) {
 /// An ack, nak, in-progress ack or termination failed.
 pub fn ack_error() {
     counter!(ACK_ERRORS).increment(1);
+}
+
+/// The watcher saw a reorg replace `depth` announced blocks (following
+/// `latest`).
+pub fn reorg(depth: u64) {
+    counter!(REORGS).increment(1);
+    counter!(REORGED_BLOCKS).increment(depth);
 }

@@ -55,7 +55,7 @@ fn record_pairs_early_proofs_and_tracks_expected_provers() {
         "no block yet"
     );
     assert!(record.on_proof(proof(10, "sp1"), 1_000).is_none());
-    let released = record.on_block(1_500);
+    let released = record.on_block(10, 1_500, None);
     assert_eq!(released.len(), 1, "early proof released once: {released:?}");
     assert!(!record.fully_proved(&expected));
     assert!(
@@ -71,9 +71,47 @@ fn record_pairs_early_proofs_and_tracks_expected_provers() {
     );
     assert!(record.fully_proved(&expected));
     assert!(
-        record.on_block(3_000).is_empty(),
+        record.on_block(10, 3_000, None).is_empty(),
         "re-announced block releases nothing"
     );
+}
+
+fn proof_of(block: u64, prover: &str, hash: &str) -> BlockProof {
+    BlockProof {
+        block_hash: Some(hash.to_owned()),
+        ..proof(block, prover)
+    }
+}
+
+#[test]
+fn a_reorg_marks_the_replaced_blocks_proofs_orphaned_and_starts_over() {
+    let mut record = BlockRecord::default();
+    // A proof of the new block arrives before the reorg's announcement.
+    assert!(record.on_block(7, 1_000, Some("0xaa".into())).is_empty());
+    let first = record.on_proof(proof_of(7, "sp1", "0xaa"), 1_100).unwrap();
+    assert!(!first.orphaned);
+    assert_eq!(first.id(), "completed-7-sp1-aa");
+
+    // The same hash announced again (a watcher restart) changes nothing.
+    assert!(record.on_block(7, 1_200, Some("0xaa".into())).is_empty());
+
+    let notices = record.on_block(7, 2_000, Some("0xbb".into()));
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let notice = &notices[0];
+    assert!(notice.orphaned && notice.block == 7 && notice.prover == "sp1");
+    assert_eq!(notice.block_hash.as_deref(), Some("0xaa"));
+    assert_eq!(notice.id(), "completed-7-sp1-aa-orphaned");
+
+    // A late proof of the replaced block counts for nothing.
+    let late = record.on_proof(proof_of(7, "zisk", "0xaa"), 2_100).unwrap();
+    assert!(late.orphaned);
+    assert!(!record.fully_proved(&BTreeSet::new()));
+    // The new block's proofs are matched anew, sp1's included.
+    let again = record.on_proof(proof_of(7, "sp1", "0xbb"), 2_500).unwrap();
+    assert!(!again.orphaned);
+    assert_eq!(again.latency_ms, 500);
+    assert_ne!(again.id(), first.id(), "deduplicated as the old proof");
+    assert!(record.fully_proved(&BTreeSet::new()));
 }
 
 #[actix_rt::test]

@@ -53,7 +53,7 @@ fn stage(status: JobStatus) -> u8 {
     match status {
         JobStatus::Queued => 0,
         JobStatus::Proving => 1,
-        JobStatus::Proved | JobStatus::Failed => 2,
+        JobStatus::Proved | JobStatus::Failed | JobStatus::Skipped => 2,
     }
 }
 

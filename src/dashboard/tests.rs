@@ -163,6 +163,8 @@ fn only_block_jobs_of_known_provers_get_cells() {
         proof: serde_json::json!("0xff"),
         latency_ms: 1200,
         proving_ms: Some(1),
+        block_hash: None,
+        orphaned: false,
         extra: Default::default(),
     });
 

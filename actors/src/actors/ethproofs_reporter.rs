@@ -178,7 +178,7 @@ pub fn report_of(delivery: &Delivery, config: &ReporterConfig) -> Result<Option<
         let endpoint = match event.status {
             JobStatus::Queued => Endpoint::Queued,
             JobStatus::Proving => Endpoint::Proving,
-            JobStatus::Proved | JobStatus::Failed => return Ok(None),
+            JobStatus::Proved | JobStatus::Failed | JobStatus::Skipped => return Ok(None),
         };
         // Only whole-block jobs are EthProofs' queued/proving; steps of a
         // multistep block are not.

@@ -33,7 +33,7 @@ pub struct ProofMatcher {
 
 /// What one message means to the matcher.
 enum Event {
-    Block(u64),
+    Block(u64, Option<String>),
     Proof(BlockProof),
 }
 
@@ -75,8 +75,9 @@ impl ProofMatcher {
     /// it once; a serde error may quote a whole string value).
     fn parse(&self, delivery: &Delivery) -> Result<Event, String> {
         if delivery.queue == self.blocks_queue {
+            let hash = delivery.meta.get(meta::BLOCK_HASH).cloned();
             return serde_json::from_slice(&delivery.payload)
-                .map(Event::Block)
+                .map(|block| Event::Block(block, hash))
                 .map_err(|e| malformed("not a block number", &delivery.payload, &e));
         }
         let mut proof: BlockProof = serde_json::from_slice(&delivery.payload)
@@ -87,6 +88,9 @@ impl ProofMatcher {
                 .meta
                 .get(meta::PROVING_MS)
                 .and_then(|ms| ms.parse().ok());
+        }
+        if proof.block_hash.is_none() {
+            proof.block_hash = delivery.meta.get(meta::BLOCK_HASH).cloned();
         }
         Ok(Event::Proof(proof))
     }
@@ -153,28 +157,32 @@ async fn apply(
 ) -> Result<(), EdgeError> {
     let now = unix_ms();
     let block = match &event {
-        Event::Block(block) => *block,
+        Event::Block(block, _) => *block,
         Event::Proof(proof) => proof.block,
     };
-    let is_block = matches!(event, Event::Block(_));
+    let is_block = matches!(event, Event::Block(..));
     let (mut record, revision) = store.load(block).await?;
     let completed = match event {
-        Event::Block(_) => record.on_block(now),
+        Event::Block(_, hash) => record.on_block(block, now, hash),
         Event::Proof(proof) => record.on_proof(proof, now).into_iter().collect(),
     };
     for proof in &completed {
-        let id = format!("completed-{}-{}", proof.block, proof.prover);
+        let id = proof.id();
         let payload = serde_json::to_vec(proof).expect("completed proof serializes");
         publisher
             .publish(output, Envelope::new(id, payload))
             .await?;
-        tracing::info!(block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched");
+        if proof.orphaned {
+            tracing::warn!(block, prover = %proof.prover, hash = ?proof.block_hash, "proof of a block a reorg replaced; published marked orphaned");
+        } else {
+            tracing::info!(block, prover = %proof.prover, latency_ms = proof.latency_ms, "proof matched");
+        }
     }
     store.save(block, &record, revision).await?;
     if is_block {
         crate::metrics::block_announced(block);
     }
-    for proof in &completed {
+    for proof in completed.iter().filter(|p| !p.orphaned) {
         crate::metrics::proof_completed(&proof.prover, proof.block);
     }
     if !completed.is_empty() && !expected.is_empty() && record.fully_proved(expected) {

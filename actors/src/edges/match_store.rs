@@ -22,6 +22,10 @@ pub struct BlockRecord {
     /// When the block was announced (ms since the Unix epoch); `None` while
     /// only proofs have arrived.
     pub announced_ms: Option<u64>,
+    /// The announced block's hash, when the watcher knew it. Following
+    /// `latest`, a reorg announces the number again with another hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// Provers whose proof of this block was matched and published.
     pub provers: BTreeSet<String>,
     /// Proofs that arrived before the block, one per prover.
@@ -29,12 +33,43 @@ pub struct BlockRecord {
 }
 
 impl BlockRecord {
-    /// The block was announced: returns the early proofs, now matched.
-    pub fn on_block(&mut self, now_ms: u64) -> Vec<CompletedProof> {
+    /// The block was announced (with `hash`, if known): returns the early
+    /// proofs, now matched. Announced again with another hash (a reorg
+    /// replaced it), it returns, marked orphaned, one notice per proof
+    /// already matched to the replaced block, and starts over.
+    pub fn on_block(
+        &mut self,
+        block: u64,
+        now_ms: u64,
+        hash: Option<String>,
+    ) -> Vec<CompletedProof> {
         if self.announced_ms.is_some() {
-            return Vec::new();
+            let replaced = match (&self.hash, &hash) {
+                (Some(old), Some(new)) => old != new,
+                _ => false,
+            };
+            if !replaced {
+                self.hash = self.hash.take().or(hash);
+                return Vec::new();
+            }
+            let old = std::mem::replace(&mut self.hash, hash);
+            self.announced_ms = Some(now_ms);
+            return std::mem::take(&mut self.provers)
+                .into_iter()
+                .map(|prover| CompletedProof {
+                    block,
+                    prover,
+                    proof: serde_json::Value::Null,
+                    latency_ms: 0,
+                    proving_ms: None,
+                    block_hash: old.clone(),
+                    orphaned: true,
+                    extra: Default::default(),
+                })
+                .collect();
         }
         self.announced_ms = Some(now_ms);
+        self.hash = hash;
         std::mem::take(&mut self.early)
             .into_iter()
             .filter_map(|proof| self.on_proof(proof, now_ms))
@@ -43,6 +78,8 @@ impl BlockRecord {
 
     /// A proof arrived: returns it matched if the block is known and this
     /// prover had not delivered yet; keeps it for later if the block is not.
+    /// A proof of another hash than the announced one proves a block a
+    /// reorg replaced: it is returned marked orphaned, and counts for nothing.
     pub fn on_proof(&mut self, proof: BlockProof, now_ms: u64) -> Option<CompletedProof> {
         let Some(announced) = self.announced_ms else {
             if !self.early.iter().any(|p| p.prover == proof.prover) {
@@ -50,7 +87,9 @@ impl BlockRecord {
             }
             return None;
         };
-        if !self.provers.insert(proof.prover.clone()) {
+        let orphaned =
+            matches!((&self.hash, &proof.block_hash), (Some(ours), Some(theirs)) if ours != theirs);
+        if !orphaned && !self.provers.insert(proof.prover.clone()) {
             return None;
         }
         let latency_ms = now_ms.saturating_sub(announced);
@@ -60,6 +99,8 @@ impl BlockRecord {
             proof: proof.proof,
             latency_ms,
             proving_ms: proof.proving_ms,
+            block_hash: proof.block_hash,
+            orphaned,
             extra: proof.extra,
         })
     }

@@ -4,6 +4,7 @@
 //! process handle, so a test can hand them fakes and the distributed mode can
 //! swap the in-process bus for JetStream without touching an actor.
 
+pub mod chain;
 pub mod ethproofs;
 pub mod local;
 pub mod match_store;
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use thiserror::Error;
+
+pub use chain::{BlockHeader, ChainHead, Follow};
 
 use crate::messages::{Envelope, Meta};
 
@@ -147,13 +150,6 @@ pub trait JobSource: Send {
 pub trait Publisher: Send + Sync {
     /// Publish `message` to `queue`.
     async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError>;
-}
-
-/// Reads the chain's finalized head.
-#[async_trait]
-pub trait ChainHead: Send + Sync {
-    /// The number of the latest finalized block.
-    async fn finalized_block(&self) -> Result<u64, EdgeError>;
 }
 
 /// Why one run of a prover failed.

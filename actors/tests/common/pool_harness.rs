@@ -32,6 +32,7 @@ pub fn config(workers: usize, multiple_output: bool) -> PoolConfig {
             output: OUTPUT.into(),
             multiple_output,
         }],
+        max_age: None,
     }
 }
 

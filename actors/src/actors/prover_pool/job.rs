@@ -37,6 +37,9 @@ pub(super) enum Outcome {
     /// the host look sick (a burst of bad messages would pause its intake).
     InputRefused,
     HandedBack,
+    /// Acked unproved: the block was older than `max_age` (`--backlog
+    /// newest`), and a job event says so.
+    Skipped,
 }
 
 /// Runs one delivery on `worker` and settles it at its source. Returns how it
@@ -65,6 +68,14 @@ pub(super) async fn settle(
         return (reject(&delivery, &reason).await, false);
     }
     let events = Events::new(&config.name, &delivery, publisher.clone());
+    if let Some(reason) = too_old(&delivery, config.max_age) {
+        events.send(JobStatus::Skipped, |e| e.error = Some(reason.clone()));
+        tracing::info!(job = %delivery.id, %reason, "job skipped");
+        if let Err(error) = delivery.ack.ack().await {
+            tracing::warn!(job = %delivery.id, %error, "could not ack a skipped job; it will be delivered again and skipped again");
+        }
+        return (Outcome::Skipped, false);
+    }
     events.send(JobStatus::Queued, |_| {});
     let started = Instant::now();
     events.send(JobStatus::Proving, |_| {});
@@ -102,7 +113,7 @@ pub(super) async fn settle(
     let output_bytes = envelopes.iter().map(|e| e.payload.len() as u64).sum();
     let envelopes = envelopes
         .into_iter()
-        .map(|e| e.with_meta(meta::PROVING_MS, proving_ms))
+        .map(|e| with_block_meta(e.with_meta(meta::PROVING_MS, proving_ms), &delivery))
         .collect();
     let publishing = publish_all(publisher.as_ref(), &route.output, envelopes, &delivery.id);
     let publish_retries =
@@ -123,6 +134,33 @@ pub(super) async fn settle(
     }
     tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
     (Outcome::Proved { publish_retries }, retire)
+}
+
+/// Why `delivery` is not worth proving under `max_age` (`--backlog
+/// newest`): its block's time, which the watcher put beside it, is older.
+/// A job without a block time is always proved.
+fn too_old(delivery: &Delivery, max_age: Option<Duration>) -> Option<String> {
+    let max_age = max_age?;
+    let block_time: u64 = delivery.meta.get(meta::BLOCK_TIME)?.parse().ok()?;
+    let age = Duration::from_millis(unix_ms().saturating_sub(block_time.saturating_mul(1000)));
+    (age > max_age).then(|| {
+        format!(
+            "skipped: the block is {}s old, older than the --max-age of {}s (--backlog newest)",
+            age.as_secs(),
+            max_age.as_secs()
+        )
+    })
+}
+
+/// `output` carrying the block hash and time its input came with, so the
+/// matcher can tell a proof of a block a reorg replaced.
+fn with_block_meta(mut output: Envelope, input: &Delivery) -> Envelope {
+    for key in [meta::BLOCK_HASH, meta::BLOCK_TIME] {
+        if let Some(value) = input.meta.get(key) {
+            output = output.with_meta(key, value);
+        }
+    }
+    output
 }
 
 /// Dead-letters a job whose failure no retry can change; retries others.

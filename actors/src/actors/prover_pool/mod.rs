@@ -58,6 +58,9 @@ pub struct PoolConfig {
     pub progress_interval: Duration,
     /// Input queue → output queue.
     pub routes: Vec<Route>,
+    /// With `--backlog newest`: a job whose block is older than this when
+    /// it is taken is acked unproved and reported skipped. `None`: prove all.
+    pub max_age: Option<Duration>,
 }
 
 /// Counters describing the pool, for tests, logs and metrics.
@@ -77,6 +80,8 @@ pub struct WorkerStats {
     pub failed: u64,
     /// Jobs handed back to the queue because this process is stopping.
     pub handed_back: u64,
+    /// Jobs acked unproved as too old (`--backlog newest`).
+    pub skipped: u64,
     /// Publishes of a proved output that failed and were retried.
     pub publish_retries: u64,
 }
@@ -247,6 +252,7 @@ impl ProverPool {
                         Outcome::Retried => JobEnd::Retried,
                         Outcome::Failed | Outcome::InputRefused => JobEnd::DeadLettered,
                         Outcome::HandedBack => JobEnd::HandedBack,
+                        Outcome::Skipped => JobEnd::Skipped,
                     };
                     metrics::job_ended(&prover, &queue, end);
                     match outcome {
@@ -266,6 +272,7 @@ impl ProverPool {
                         }
                         Outcome::InputRefused => pool.stats.failed += 1,
                         Outcome::HandedBack => pool.stats.handed_back += 1,
+                        Outcome::Skipped => pool.stats.skipped += 1,
                     }
                     if retire {
                         pool.worker_died(slot, ctx);

@@ -1,0 +1,544 @@
+//! Follows a head of the chain (finalized, safe or latest) and announces
+//! every block once, in the order the backlog policy asks, announcing again
+//! what a reorg replaced.
+
+mod gaps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+
+pub use self::gaps::Backlog;
+use self::gaps::Gaps;
+use crate::backoff::Backoff;
+use crate::edges::{BlockHeader, ChainHead, EdgeError, Follow, Publisher};
+use crate::messages::{Envelope, meta, queues, unix_ms};
+use crate::metrics;
+use crate::shutdown::Lifeline;
+
+/// At most this many blocks are announced per poll, so a big backlog is worked
+/// off in slices and the watcher stays responsive to shutdown and new heads.
+const MAX_ANNOUNCE_PER_POLL: usize = 500;
+
+/// What the watcher announces and how it polls.
+#[derive(Debug, Clone)]
+pub struct WatcherConfig {
+    /// First block to consider; `None`: the followed head at the first poll.
+    pub from: Option<u64>,
+    /// Last block to consider; the watcher stops after announcing it.
+    pub to: Option<u64>,
+    /// Announce only blocks with `block % every == 0` (1: every block).
+    pub every: u64,
+    /// The head followed.
+    pub follow: Follow,
+    /// Which blocks go first when several are due.
+    pub backlog: Backlog,
+    /// Time between polls once caught up; `None`: [`smart_poll`].
+    pub poll_interval: Option<Duration>,
+    /// Delay schedule after RPC or publish errors.
+    pub backoff: Backoff,
+    /// Queue the announcements go to.
+    pub queue: String,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        Self {
+            from: None,
+            to: None,
+            every: 1,
+            follow: Follow::Finalized,
+            backlog: Backlog::All,
+            poll_interval: None,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            queue: queues::BLOCKS.to_owned(),
+        }
+    }
+}
+
+/// Mainnet's slot time: a new `latest` block at most this often.
+const SLOT: Duration = Duration::from_secs(12);
+/// An epoch (32 slots): `safe` and `finalized` move once per epoch.
+const EPOCH: Duration = Duration::from_secs(32 * 12);
+
+/// The wait before the next poll when no interval is set: right after the
+/// head moved, nothing new is due for about a slot (`latest`) or an epoch
+/// (`safe`, `finalized`), so wait most of that; otherwise the move is due
+/// any moment, so ask often. A block is then noticed within a fraction of a
+/// second (`latest`) or two (`finalized`) of its arrival, at a few requests
+/// per slot.
+pub fn smart_poll(follow: Follow, moved: bool) -> Duration {
+    match (follow, moved) {
+        (Follow::Latest, true) => SLOT - Duration::from_secs(1),
+        (Follow::Latest, false) => Duration::from_millis(250),
+        (_, true) => EPOCH - 2 * SLOT,
+        (_, false) => Duration::from_secs(2),
+    }
+}
+
+/// Reads the followed head and publishes each due block: never skipping
+/// one, never publishing one twice (a publish id per block covers retries
+/// after a failed publish), and, following `latest`, publishing again with
+/// its new hash a block that a reorg replaced.
+pub struct BlockWatcher {
+    chain: Arc<dyn ChainHead>,
+    publisher: Arc<dyn Publisher>,
+    config: WatcherConfig,
+    /// What is left to announce; taken by the poll in flight.
+    gaps: Option<Gaps>,
+    /// The head number of the last successful poll.
+    last_head: Option<u64>,
+    failures: u32,
+    /// A poll is running.
+    polling: bool,
+    /// The node pushed a new head while a poll was running.
+    woken: bool,
+    /// The next scheduled poll, cancelled when the node pushes a head.
+    next_poll: Option<SpawnHandle>,
+    /// Dropped with the actor; see [`Lifeline`].
+    lifeline: Option<Lifeline>,
+}
+
+/// The result of one poll, applied to the actor's state afterwards.
+struct PollOutcome {
+    gaps: Gaps,
+    head: Option<u64>,
+    error: Option<EdgeError>,
+    /// More blocks are due right away (the slice limit was hit).
+    more: bool,
+}
+
+/// The node has a new head: poll now.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
+
+impl BlockWatcher {
+    /// A watcher reading `chain` and publishing to `publisher`.
+    pub fn new(
+        chain: Arc<dyn ChainHead>,
+        publisher: Arc<dyn Publisher>,
+        config: WatcherConfig,
+    ) -> Self {
+        Self {
+            chain,
+            publisher,
+            gaps: Some(Gaps::new(config.from)),
+            config,
+            last_head: None,
+            failures: 0,
+            polling: false,
+            woken: false,
+            next_poll: None,
+            lifeline: None,
+        }
+    }
+
+    /// Exits the process through `lifeline` when this actor stops: a role
+    /// without it would hold its consumer and do nothing.
+    pub fn with_lifeline(mut self, lifeline: Lifeline) -> Self {
+        self.lifeline = Some(lifeline);
+        self
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        let Some(gaps) = self.gaps.take() else {
+            return;
+        };
+        self.polling = true;
+        let chain = self.chain.clone();
+        let publisher = self.publisher.clone();
+        let config = self.config.clone();
+        let work =
+            async move { announce_due(chain.as_ref(), publisher.as_ref(), &config, gaps).await };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|outcome, act, ctx| act.after_poll(outcome, ctx)),
+        );
+    }
+
+    fn after_poll(&mut self, outcome: PollOutcome, ctx: &mut Context<Self>) {
+        self.polling = false;
+        let moved =
+            matches!((self.last_head, outcome.head), (Some(last), Some(head)) if head > last);
+        if outcome.head.is_some() {
+            self.last_head = outcome.head;
+        }
+        let mut delay = match outcome.error {
+            Some(error) => {
+                self.failures += 1;
+                let delay = self.config.backoff.delay(self.failures);
+                tracing::warn!(%error, retry_in = ?delay, failures = self.failures, "block watcher: poll failed, retrying");
+                delay
+            }
+            None if outcome.more => Duration::ZERO,
+            None => {
+                self.failures = 0;
+                self.config
+                    .poll_interval
+                    .unwrap_or_else(|| smart_poll(self.config.follow, moved))
+            }
+        };
+        if outcome.gaps.done(self.config.to) {
+            tracing::info!(
+                to = self.config.to,
+                "block watcher: every block of the range announced"
+            );
+            ctx.stop();
+            return;
+        }
+        self.gaps = Some(outcome.gaps);
+        if std::mem::take(&mut self.woken) && self.failures == 0 {
+            delay = Duration::ZERO;
+        }
+        self.next_poll = Some(ctx.run_later(delay, |act, ctx| act.poll(ctx)));
+    }
+
+    /// Turns the node's pushed heads into [`Wake`]s, subscribing again
+    /// whenever the subscription is lost. Polling goes on meanwhile, so a
+    /// lost subscription delays blocks by a poll interval at most.
+    fn follow_pushed_heads(&self, ctx: &mut Context<Self>) {
+        let chain = self.chain.clone();
+        let backoff = self.config.backoff;
+        let me = ctx.address();
+        ctx.spawn(fut::wrap_future(async move {
+            let mut failures = 0;
+            loop {
+                match chain.new_heads().await {
+                    None => return,
+                    Some(Ok(mut heads)) => {
+                        tracing::info!("block watcher: following the heads the node pushes");
+                        failures = 0;
+                        while heads.next().await.is_some() {
+                            me.do_send(Wake);
+                        }
+                        tracing::warn!("block watcher: the node's newHeads subscription ended; polling until it is back");
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "block watcher: could not subscribe to newHeads; polling meanwhile");
+                    }
+                }
+                failures += 1;
+                tokio::time::sleep(backoff.delay(failures)).await;
+            }
+        }));
+    }
+}
+
+impl Actor for BlockWatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let c = &self.config;
+        tracing::info!(from = ?c.from, to = ?c.to, every = c.every, follow = %c.follow, backlog = ?c.backlog, "block watcher started");
+        self.follow_pushed_heads(ctx);
+        self.poll(ctx);
+    }
+}
+
+impl Handler<Wake> for BlockWatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        if self.polling {
+            self.woken = true;
+            return;
+        }
+        if let Some(handle) = self.next_poll.take() {
+            ctx.cancel_future(handle);
+        }
+        self.poll(ctx);
+    }
+}
+
+/// One poll: read the head, notice a reorg, publish the due blocks.
+async fn announce_due(
+    chain: &dyn ChainHead,
+    publisher: &dyn Publisher,
+    config: &WatcherConfig,
+    mut gaps: Gaps,
+) -> PollOutcome {
+    let outcome = |gaps, head, error, more| PollOutcome {
+        gaps,
+        head,
+        error,
+        more,
+    };
+    let head = match chain.head(config.follow).await {
+        Ok(head) => head,
+        Err(error) => return outcome(gaps, None, Some(error), false),
+    };
+    metrics::finalized_head(head.number);
+    if config.follow == Follow::Latest
+        && let Err(error) = notice_reorg(chain, &mut gaps, &head).await
+    {
+        return outcome(gaps, Some(head.number), Some(error), false);
+    }
+    gaps.head(config.to.map_or(head.number, |to| to.min(head.number)));
+    let needs_header =
+        config.follow == Follow::Latest || matches!(config.backlog, Backlog::Newest { .. });
+    for _ in 0..MAX_ANNOUNCE_PER_POLL {
+        let Some((block, mut stale_at, passed)) = gaps.take(config.backlog, config.every) else {
+            return outcome(gaps, Some(head.number), None, false);
+        };
+        let header = match (needs_header && stale_at.is_none(), block == head.number) {
+            (false, _) => None,
+            (true, true) => Some(head.clone()),
+            (true, false) => match chain.header(block).await {
+                Ok(header) => Some(header),
+                Err(error) => {
+                    gaps.put_back(block, stale_at, config.backlog);
+                    return outcome(gaps, Some(head.number), Some(error), false);
+                }
+            },
+        };
+        if let (Backlog::Newest { max_age }, Some(header)) = (config.backlog, &header)
+            && unix_ms().saturating_sub(header.timestamp * 1000) > max_age.as_millis() as u64
+        {
+            // Newest first: every block still due is older than this one.
+            gaps.mark_stale(header.timestamp);
+            stale_at = Some(header.timestamp);
+        }
+        let message = announcement(block, header.as_ref(), stale_at, config.follow);
+        if let Err(error) = publisher.publish(&config.queue, message).await {
+            gaps.put_back(block, stale_at, config.backlog);
+            return outcome(gaps, Some(head.number), Some(error), false);
+        }
+        if let Some(header) = header.filter(|_| config.follow == Follow::Latest) {
+            gaps.announced(block, header.hash);
+        }
+        tracing::debug!(block, "block announced");
+        metrics::blocks_seen(passed);
+        metrics::block_published();
+    }
+    let more = !gaps.is_empty();
+    outcome(gaps, Some(head.number), None, more)
+}
+
+/// The announcement of `block`: its bare number, as the prover contract
+/// wants, with its hash and time beside it when known. Following `latest`,
+/// the id holds the hash, so the block a reorg put in its place is a new
+/// message rather than a duplicate of the one it replaced.
+fn announcement(
+    block: u64,
+    header: Option<&BlockHeader>,
+    stale_at: Option<u64>,
+    follow: Follow,
+) -> Envelope {
+    let mut message = Envelope::block(block);
+    if let Some(header) = header {
+        if follow == Follow::Latest {
+            let short = header.hash.trim_start_matches("0x");
+            message.id = format!("block-{block}-{}", &short[..short.len().min(16)]);
+        }
+        message = message.with_meta(meta::BLOCK_HASH, &header.hash);
+    }
+    if let Some(time) = stale_at.or(header.map(|h| h.timestamp)) {
+        message = message.with_meta(meta::BLOCK_TIME, time);
+    }
+    message
+}
+
+/// Following `latest`: if the head does not extend the blocks announced
+/// (its hash, or its parent's, differs from what was announced at that
+/// height), finds the first block that changed and queues it and the
+/// ones after it again.
+async fn notice_reorg(
+    chain: &dyn ChainHead,
+    gaps: &mut Gaps,
+    head: &BlockHeader,
+) -> Result<(), EdgeError> {
+    let known = |n: u64| gaps.recent.get(&n).cloned();
+    let extends = match (
+        known(head.number),
+        head.number.checked_sub(1).and_then(known),
+    ) {
+        (Some(hash), _) => hash == head.hash,
+        (None, Some(parent)) => parent == head.parent_hash,
+        (None, None) => true,
+    };
+    if extends {
+        return Ok(());
+    }
+    let announced: Vec<(u64, String)> = gaps
+        .recent
+        .range(..=head.number)
+        .rev()
+        .map(|(n, h)| (*n, h.clone()))
+        .collect();
+    let old_top = gaps
+        .recent
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(head.number);
+    let mut first = head.number;
+    for (number, old_hash) in announced {
+        let now = if number == head.number {
+            head.hash.clone()
+        } else {
+            chain.header(number).await?.hash
+        };
+        if now == old_hash {
+            break;
+        }
+        first = number;
+    }
+    tracing::warn!(
+        first,
+        last = old_top,
+        depth = old_top.saturating_sub(first) + 1,
+        head = head.number,
+        "block watcher: reorg, blocks {first}..={old_top} were replaced; announcing the new ones"
+    );
+    metrics::reorg(old_top.saturating_sub(first) + 1);
+    gaps.rewind(first);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// A chain whose answers are scripted: a head, or an error.
+    struct ScriptedChain(Mutex<VecDeque<Option<u64>>>);
+
+    #[async_trait]
+    impl ChainHead for ScriptedChain {
+        async fn head(&self, _: Follow) -> Result<BlockHeader, EdgeError> {
+            let mut script = self.0.lock().unwrap();
+            let answer = if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                script[0]
+            };
+            answer.map(header).ok_or(EdgeError::Rpc {
+                url: "fake".into(),
+                reason: "connection refused".into(),
+            })
+        }
+
+        async fn header(&self, number: u64) -> Result<BlockHeader, EdgeError> {
+            Ok(header(number))
+        }
+    }
+
+    fn header(number: u64) -> BlockHeader {
+        BlockHeader {
+            number,
+            hash: format!("0x{number:x}"),
+            parent_hash: format!("0x{:x}", number.wrapping_sub(1)),
+            timestamp: 0,
+        }
+    }
+
+    /// Records publishes; fails every `fail_every`-th one.
+    #[derive(Default)]
+    struct RecordingPublisher {
+        blocks: Mutex<Vec<u64>>,
+        calls: Mutex<u32>,
+        fail_every: u32,
+    }
+
+    #[async_trait]
+    impl Publisher for RecordingPublisher {
+        async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError> {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            if self.fail_every > 0 && calls.is_multiple_of(self.fail_every) {
+                return Err(EdgeError::Publish {
+                    queue: queue.into(),
+                    id: message.id,
+                    reason: "timeout".into(),
+                });
+            }
+            let block = String::from_utf8(message.payload).unwrap().parse().unwrap();
+            self.blocks.lock().unwrap().push(block);
+            Ok(())
+        }
+    }
+
+    fn fast(from: Option<u64>, to: Option<u64>, every: u64) -> WatcherConfig {
+        WatcherConfig {
+            from,
+            to,
+            every,
+            poll_interval: Some(Duration::from_millis(5)),
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
+            ..WatcherConfig::default()
+        }
+    }
+
+    async fn watch(
+        script: Vec<Option<u64>>,
+        publisher: Arc<RecordingPublisher>,
+        config: WatcherConfig,
+        until: usize,
+    ) -> Vec<u64> {
+        let chain = Arc::new(ScriptedChain(Mutex::new(script.into())));
+        let addr = BlockWatcher::new(chain, publisher.clone(), config).start();
+        for _ in 0..2000 {
+            if publisher.blocks.lock().unwrap().len() >= until || !addr.connected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        publisher.blocks.lock().unwrap().clone()
+    }
+
+    #[actix_rt::test]
+    async fn big_jump_and_flapping_rpc_give_no_gap_and_no_duplicate() {
+        // Errors, a head going backwards (a lagging node behind a balancer), a
+        // jump of 2000 blocks, and failing publishes along the way.
+        let script = vec![
+            None,
+            Some(100),
+            None,
+            Some(103),
+            Some(101),
+            None,
+            Some(2100),
+            Some(2100),
+        ];
+        let publisher = Arc::new(RecordingPublisher {
+            fail_every: 7,
+            ..Default::default()
+        });
+        let seen = watch(script, publisher, fast(None, None, 1), 2001).await;
+        assert_eq!(seen, (100..=2100).collect::<Vec<_>>());
+    }
+
+    #[actix_rt::test]
+    async fn starts_at_from_and_samples_every_nth() {
+        let publisher = Arc::new(RecordingPublisher::default());
+        let seen = watch(
+            vec![Some(53), Some(80)],
+            publisher,
+            fast(Some(41), None, 10),
+            4,
+        )
+        .await;
+        assert_eq!(seen, [50, 60, 70, 80]);
+    }
+
+    #[actix_rt::test]
+    async fn range_waits_for_finality_then_stops() {
+        let publisher = Arc::new(RecordingPublisher::default());
+        let seen = watch(
+            vec![Some(8), Some(9), None, Some(30)],
+            publisher,
+            fast(Some(5), Some(12), 1),
+            100,
+        )
+        .await;
+        assert_eq!(seen, (5..=12).collect::<Vec<_>>());
+    }
+}
