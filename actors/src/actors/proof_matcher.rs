@@ -1,10 +1,12 @@
 //! Pairs proofs with the blocks they prove and emits completed proofs.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::Inbound;
 use crate::edges::match_store::MatchStore;
@@ -15,10 +17,16 @@ use crate::shutdown::Lifeline;
 /// Consumes block announcements and block proofs, and publishes one
 /// [`CompletedProof`] per block and prover to the completed-proofs queue.
 ///
-/// Each message is handled to the end before the next: load the block's
-/// record, publish what it completes, save the record, ack. A failure on the
-/// way naks the message, and the redelivery redoes it; publish ids make the
-/// repeated publish harmless.
+/// Each message is handled to the end: load the block's record, publish
+/// what it completes, save the record, ack. A failure on the way naks the
+/// message, and the redelivery redoes it; publish ids make the repeated
+/// publish harmless. Messages of different blocks are handled at the same
+/// time (up to `IN_FLIGHT`), so the matcher's round trips to the store
+/// and the queue overlap instead of adding up per message; those of one
+/// block wait for each other, in the order they arrived, so a block's
+/// record is never read while another of its messages may still write it
+/// (that would end in a conflict and a redelivery, or, for a second matcher
+/// process, is what the store's revision check is for).
 ///
 /// [`CompletedProof`]: crate::messages::CompletedProof
 pub struct ProofMatcher {
@@ -29,6 +37,56 @@ pub struct ProofMatcher {
     output_queue: String,
     /// Dropped with the actor; see [`Lifeline`].
     lifeline: Option<Lifeline>,
+    /// One permit per message being handled: bounds the messages (and their
+    /// payloads) held at once.
+    in_flight: Arc<Semaphore>,
+    /// Each block with a message being handled: the last one's turn.
+    lines: Arc<Mutex<HashMap<u64, Line>>>,
+    /// Numbers the turns, so a finished one knows whether it is its
+    /// block's last.
+    turns: u64,
+}
+
+/// Messages handled at once, across blocks. A handful already hides the
+/// round trips of a backlog; more would only hold more payloads (a real
+/// proof can be megabytes) in memory.
+const IN_FLIGHT: usize = 16;
+
+/// The last turn taken in one block's line.
+struct Line {
+    turn: u64,
+    /// Closed when that turn ends.
+    done: oneshot::Receiver<()>,
+}
+
+/// One message's place in its block's line: it may work once the previous
+/// turn has ended, and its end (the drop, also on a panic) lets the next
+/// one go and forgets the line if no message of the block is left.
+struct Turn {
+    block: u64,
+    turn: u64,
+    previous: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+    lines: Arc<Mutex<HashMap<u64, Line>>>,
+}
+
+impl Turn {
+    /// Waits until the message before this one, of the same block, ended.
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // Err is the sender dropped: that turn ended, which is the wait.
+            let _ = previous.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut lines = self.lines.lock().expect("matcher lines lock");
+        if lines.get(&self.block).is_some_and(|l| l.turn == self.turn) {
+            lines.remove(&self.block);
+        }
+    }
 }
 
 /// What one message means to the matcher.
@@ -52,6 +110,33 @@ impl ProofMatcher {
             blocks_queue: queues::BLOCKS.to_owned(),
             output_queue: queues::COMPLETED_PROOFS.to_owned(),
             lifeline: None,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            lines: Arc::default(),
+            turns: 0,
+        }
+    }
+
+    /// The next turn in `block`'s line; called in the order messages
+    /// arrive, which is the order a block's messages are then handled in.
+    fn turn(&mut self, block: u64) -> Turn {
+        self.turns += 1;
+        let (done, receiver) = oneshot::channel();
+        let line = Line {
+            turn: self.turns,
+            done: receiver,
+        };
+        let previous = self
+            .lines
+            .lock()
+            .expect("matcher lines lock")
+            .insert(block, line)
+            .map(|line| line.done);
+        Turn {
+            block,
+            turn: self.turns,
+            previous,
+            _done: done,
+            lines: self.lines.clone(),
         }
     }
 
@@ -101,39 +186,59 @@ impl Actor for ProofMatcher {
 }
 
 impl Handler<Inbound> for ProofMatcher {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseFuture<()>;
 
     fn handle(&mut self, Inbound(delivery): Inbound, _ctx: &mut Self::Context) -> Self::Result {
-        let event = self.parse(&delivery);
+        let work = self.work(delivery);
+        let in_flight = self.in_flight.clone();
+        // Answered once the message has a slot: the pump sends the next one
+        // only then, so at most IN_FLIGHT messages are held here, and the
+        // rest wait at their source (where another matcher could take them).
+        Box::pin(async move {
+            let permit = in_flight
+                .acquire_owned()
+                .await
+                .expect("the matcher never closes its semaphore");
+            actix::spawn(async move {
+                work.await;
+                drop(permit);
+            });
+        })
+    }
+}
+
+impl ProofMatcher {
+    /// The handling of `delivery`, its place in its block's line taken now
+    /// (in arrival order), to run once it has a slot.
+    fn work(&mut self, delivery: Delivery) -> impl Future<Output = ()> + 'static {
+        let prepared = self.parse(&delivery).map(|event| {
+            let block = match &event {
+                Event::Block(block, ..) => *block,
+                Event::Proof(proof) => proof.block,
+            };
+            (event, self.turn(block))
+        });
         let (store, publisher) = (self.store.clone(), self.publisher.clone());
         let (expected, output) = (self.expected.clone(), self.output_queue.clone());
-        let work = async move {
-            let event = match event {
-                Ok(event) => event,
-                Err(reason) => {
-                    let (id, queue, bytes) =
-                        (&delivery.id, &delivery.queue, delivery.payload.len());
-                    match delivery.ack.reject(&reason).await {
-                        Ok(()) => {
-                            tracing::warn!(%id, %queue, bytes, %reason, "malformed message dead-lettered")
-                        }
-                        Err(error) => {
-                            tracing::warn!(%id, %queue, bytes, %reason, %error, "could not dead-letter a malformed message; it will be delivered again")
-                        }
-                    }
-                    return;
-                }
+        async move {
+            let (event, mut turn) = match prepared {
+                Ok(prepared) => prepared,
+                Err(reason) => return dead_letter(&delivery, &reason).await,
             };
-            let settled = match apply(
+            turn.wait().await;
+            let applied = apply(
                 event,
                 store.as_ref(),
                 publisher.as_ref(),
                 &expected,
                 &output,
             )
-            .await
-            {
-                Ok(()) => delivery.ack.ack().await,
+            .await;
+            let settled = match applied {
+                // Unconfirmed: what the message completes is published and
+                // the record saved, so a lost ack brings one redelivery,
+                // which finds the prover matched and publishes nothing.
+                Ok(()) => delivery.ack.ack_unconfirmed().await,
                 Err(error) => {
                     tracing::warn!(id = %delivery.id, %error, "matching failed; the message will be redelivered");
                     delivery.ack.nak(Duration::from_secs(1)).await
@@ -142,8 +247,23 @@ impl Handler<Inbound> for ProofMatcher {
             if let Err(error) = settled {
                 tracing::warn!(%error, "could not settle a message; the source will redeliver it");
             }
-        };
-        AtomicResponse::new(Box::pin(work.into_actor(self)))
+            // The next message of this block may go once this one is
+            // settled: acked, or nak'ed to be applied again later.
+            drop(turn);
+        }
+    }
+}
+
+/// Sends a malformed message to the dead-letter queue.
+async fn dead_letter(delivery: &Delivery, reason: &str) {
+    let (id, queue, bytes) = (&delivery.id, &delivery.queue, delivery.payload.len());
+    match delivery.ack.reject(reason).await {
+        Ok(()) => {
+            tracing::warn!(%id, %queue, bytes, %reason, "malformed message dead-lettered")
+        }
+        Err(error) => {
+            tracing::warn!(%id, %queue, bytes, %reason, %error, "could not dead-letter a malformed message; it will be delivered again")
+        }
     }
 }
 

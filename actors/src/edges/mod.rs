@@ -107,6 +107,15 @@ pub trait AckHandle: Send + Sync {
     /// Failed for good: send the payload and `reason` to the dead-letter
     /// queue, then never deliver again.
     async fn reject(&self, reason: &str) -> Result<(), EdgeError>;
+    /// Done, without waiting for the source to confirm it: for a consumer
+    /// whose outputs are already stored under deduplicating ids and for
+    /// which a redelivery costs little (the proof matcher re-reads a record
+    /// and publishes nothing new). A lost ack then only means one cheap
+    /// redelivery, and the round trip [`AckHandle::ack`] waits for is saved
+    /// on every message. Defaults to [`AckHandle::ack`].
+    async fn ack_unconfirmed(&self) -> Result<(), EdgeError> {
+        self.ack().await
+    }
 }
 
 /// One message from a source, with what the consumer needs to settle it.
@@ -142,6 +151,17 @@ impl std::fmt::Debug for Delivery {
 pub trait JobSource: Send {
     /// The next delivery; `None` once the source is closed for good.
     async fn next(&mut self) -> Option<Delivery>;
+
+    /// Between 1 and `max` deliveries: waits for the first, then takes
+    /// only what is available at once, never waiting for more. A pool with
+    /// `max` idle workers asks for `max`, so a backlog costs one request per
+    /// batch instead of one per job, while no delivery waits here for a
+    /// worker (another host could be proving it). Empty once the source is
+    /// closed for good. Defaults to one [`JobSource::next`].
+    async fn next_up_to(&mut self, max: usize) -> Vec<Delivery> {
+        let _ = max;
+        self.next().await.into_iter().collect()
+    }
 }
 
 /// Publishes messages to logical queues. `Ok` means stored: a consumer will
@@ -150,6 +170,21 @@ pub trait JobSource: Send {
 pub trait Publisher: Send + Sync {
     /// Publish `message` to `queue`.
     async fn publish(&self, queue: &str, message: Envelope) -> Result<(), EdgeError>;
+
+    /// Publish every message of `messages` to `queue`, in order; `Ok` means
+    /// all are stored. A transport that can pipeline (JetStream) sends them
+    /// all before waiting for the first answer, so a batch costs about one
+    /// round trip instead of one per message. On an error, some of the
+    /// messages may be stored (a later one possibly, when an earlier one
+    /// failed): publishing the whole batch again is safe, since ids
+    /// deduplicate. Defaults to one [`Publisher::publish`] after the other,
+    /// stopping at the first error.
+    async fn publish_many(&self, queue: &str, messages: Vec<Envelope>) -> Result<(), EdgeError> {
+        for message in messages {
+            self.publish(queue, message).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Why one run of a prover failed.

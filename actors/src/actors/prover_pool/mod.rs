@@ -370,8 +370,8 @@ impl Actor for ProverPool {
         // Owned by the pool: it ends with the pool, or at shutdown.
         ctx.spawn(fut::wrap_future(async move {
             let feed = async {
-                loop {
-                    let Ok(permit) = free_workers.clone().acquire_owned().await else {
+                'feed: loop {
+                    let Ok(first) = free_workers.clone().acquire_owned().await else {
                         break;
                     };
                     loop {
@@ -383,11 +383,23 @@ impl Actor for ProverPool {
                             _ => break,
                         }
                     }
-                    let Some(delivery) = source.next().await else {
+                    // One pull for every worker idle now (a backlog is then
+                    // one request per batch, not per job), and never more:
+                    // a job taken here without a worker would wait
+                    // unacknowledged while another host could prove it.
+                    let mut permits = vec![first];
+                    while let Ok(permit) = free_workers.clone().try_acquire_owned() {
+                        permits.push(permit);
+                    }
+                    let deliveries = source.next_up_to(permits.len()).await;
+                    if deliveries.is_empty() {
                         break;
-                    };
-                    if pool.send(Dispatch { delivery, permit }).await.is_err() {
-                        break;
+                    }
+                    // Fewer jobs than permits: the rest go back when dropped.
+                    for (delivery, permit) in deliveries.into_iter().zip(permits) {
+                        if pool.send(Dispatch { delivery, permit }).await.is_err() {
+                            break 'feed;
+                        }
                     }
                 }
             };

@@ -100,9 +100,72 @@ impl Publisher for NatsPublisher {
             }),
         }
     }
+
+    async fn publish_many(&self, queue: &str, messages: Vec<Envelope>) -> Result<(), EdgeError> {
+        self.pipelined(queue, messages).await
+    }
 }
 
 impl NatsPublisher {
+    /// [`Publisher::publish_many`]: every message sent before any ack is
+    /// awaited, so the batch costs about one round trip; JetStream stores
+    /// the messages of one connection in the order they were sent. A
+    /// message whose first try failed, or that is too large to travel
+    /// inline (its payload goes to the object store first), then goes
+    /// through [`Publisher::publish`], in order, with its retries and the
+    /// same id, which the stream deduplicates if the first try was stored
+    /// after all.
+    async fn pipelined(&self, queue: &str, messages: Vec<Envelope>) -> Result<(), EdgeError> {
+        let subject = self.bus.topology.subject(queue);
+        let inline_limit = self.bus.payloads.config.inline_limit;
+        let mut sent = Vec::with_capacity(messages.len());
+        for message in messages {
+            let ack = if message.payload.len() <= inline_limit {
+                let publish = Self::inline(&message);
+                self.bus
+                    .js
+                    .send_publish(subject.clone(), publish)
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            sent.push((message, ack));
+        }
+        for (message, ack) in sent {
+            let first_try = match ack {
+                Some(ack) => ack.await.map(drop).map_err(|e| Some(e.to_string())),
+                // Not sent: too large to travel inline, or refused at once.
+                None => Err(None),
+            };
+            if let Err(reason) = first_try {
+                if let Some(reason) = reason {
+                    crate::metrics::publish_error(self.bus.topology.queue(queue));
+                    tracing::warn!(%subject, id = %message.id, %reason, "pipelined publish failed; retrying with the same id");
+                }
+                self.publish(queue, message).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A message with the id and metadata of `message`, without a payload.
+    fn headed(message: &Envelope) -> PublishMessage {
+        let mut publish = PublishMessage::build().message_id(&message.id);
+        for (key, value) in &message.meta {
+            publish = publish.header(
+                format!("{META_HEADER_PREFIX}{key}").as_str(),
+                value.as_str(),
+            );
+        }
+        publish
+    }
+
+    /// The message carrying `message` inline, with its id and metadata.
+    fn inline(message: &Envelope) -> PublishMessage {
+        Self::headed(message).payload(message.payload.clone().into())
+    }
+
     /// One try: store the payload if it is large and not stored yet, then
     /// publish the payload or its reference.
     async fn try_publish(
@@ -113,15 +176,8 @@ impl NatsPublisher {
         reference: &OnceCell<PayloadRef>,
     ) -> Result<(), Failure> {
         let payloads = &self.bus.payloads;
-        let mut publish = PublishMessage::build().message_id(&message.id);
-        for (key, value) in &message.meta {
-            publish = publish.header(
-                format!("{META_HEADER_PREFIX}{key}").as_str(),
-                value.as_str(),
-            );
-        }
-        if message.payload.len() <= payloads.config.inline_limit {
-            publish = publish.payload(message.payload.clone().into());
+        let publish = if message.payload.len() <= payloads.config.inline_limit {
+            Self::inline(message)
         } else {
             let stored = reference
                 .get_or_try_init(|| async {
@@ -132,10 +188,10 @@ impl NatsPublisher {
                 })
                 .await?;
             let body = serde_json::to_vec(stored).expect("a reference serializes");
-            publish = publish
+            Self::headed(message)
                 .header(PAYLOAD_OBJECT_HEADER, stored.name.as_str())
-                .payload(body.into());
-        }
+                .payload(body.into())
+        };
         let ack = self
             .bus
             .js

@@ -1,5 +1,7 @@
-//! Consuming from JetStream: one message per pull, its payload resolved when
-//! it is a reference to a stored object, settled through [`NatsAck`].
+//! Consuming from JetStream: one message per pull, or as many as are
+//! asked for and available at once ([`JobSource::next_up_to`]), each payload
+//! resolved when it is a reference to a stored object, settled through
+//! [`NatsAck`].
 
 use std::time::{Duration, Instant};
 
@@ -22,8 +24,9 @@ const PULL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration:
 /// by attempt.
 const UNREADABLE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
-/// A durable pull consumer that fetches one message per request, so a busy
-/// worker never holds messages another host could be proving.
+/// A durable pull consumer that fetches only what its consumer asks for
+/// (one message, or as many as it has idle workers), so a busy worker never
+/// holds messages another host could be proving.
 pub struct NatsSource {
     pub(super) consumer: PullConsumer,
     pub(super) bus: NatsBus,
@@ -35,34 +38,87 @@ pub struct NatsSource {
 #[async_trait]
 impl JobSource for NatsSource {
     async fn next(&mut self) -> Option<Delivery> {
+        self.next_up_to(1).await.pop()
+    }
+
+    async fn next_up_to(&mut self, max: usize) -> Vec<Delivery> {
+        let max = max.max(1);
         let mut failures = 0;
         loop {
-            let started = Instant::now();
-            match self.pull().await {
-                Some(message) => {
-                    failures = 0;
-                    if let Some(delivery) = self.delivery(message).await {
-                        return Some(delivery);
+            // What is there now, in one request that the server answers at
+            // once, empty or not: a backlog is taken `max` at a time, and
+            // nothing more than asked for is ever held here.
+            let available = self.fetch_now(max).await;
+            let messages = match available {
+                Some(messages) if !messages.is_empty() => messages,
+                // Nothing there: wait for one message. Waiting for `max`
+                // would keep the first one waiting until `max` arrived.
+                Some(_) => {
+                    let started = Instant::now();
+                    match self.pull_one().await {
+                        Some(message) => vec![message],
+                        // An expired pull that got nothing is normal;
+                        // anything quicker is an error, and must not become
+                        // a busy loop.
+                        None if started.elapsed() >= PULL_EXPIRY / 2 => {
+                            failures = 0;
+                            continue;
+                        }
+                        None => Vec::new(),
                     }
-                    continue;
                 }
-                // An expired pull that got nothing is normal; anything quicker
-                // is an error, and must not become a busy loop.
-                None if started.elapsed() >= PULL_EXPIRY / 2 => {
-                    failures = 0;
-                    continue;
-                }
-                None => {}
+                None => Vec::new(),
+            };
+            if messages.is_empty() {
+                failures += 1;
+                tokio::time::sleep(PULL_BACKOFF.delay(failures)).await;
+                continue;
             }
-            failures += 1;
-            tokio::time::sleep(PULL_BACKOFF.delay(failures)).await;
+            failures = 0;
+            let mut deliveries = Vec::with_capacity(messages.len());
+            for message in messages {
+                if let Some(delivery) = self.delivery(message).await {
+                    deliveries.push(delivery);
+                }
+            }
+            // All unreadable (settled already): ask again.
+            if !deliveries.is_empty() {
+                return deliveries;
+            }
         }
     }
 }
 
 impl NatsSource {
-    /// One pull of one message; `None` when none came (errors are logged).
-    async fn pull(&self) -> Option<jetstream::Message> {
+    /// Up to `max` messages that are available now (a no-wait pull the
+    /// server answers at once); `None` when the request failed (logged).
+    async fn fetch_now(&self, max: usize) -> Option<Vec<jetstream::Message>> {
+        // No expiry: with one, the server would hold the request open until
+        // a message comes, and the caller could not tell "none now" apart.
+        // The client then sets no deadline of its own, so this one keeps a
+        // server that stopped answering from hanging the consumer.
+        let fetch = async {
+            let batch = self.consumer.fetch().max_messages(max).messages().await;
+            match batch {
+                Ok(batch) => Some(Self::collect(batch).await),
+                Err(error) => {
+                    tracing::warn!(%error, "pulling from NATS failed; retrying");
+                    None
+                }
+            }
+        };
+        match tokio::time::timeout(PULL_EXPIRY, fetch).await {
+            Ok(fetched) => fetched,
+            Err(_) => {
+                tracing::warn!(timeout = ?PULL_EXPIRY, "NATS did not answer a pull request; retrying");
+                None
+            }
+        }
+    }
+
+    /// One pull of one message, waiting up to [`PULL_EXPIRY`] for it;
+    /// `None` when none came (errors are logged).
+    async fn pull_one(&self) -> Option<jetstream::Message> {
         let batch = self
             .consumer
             .batch()
@@ -70,20 +126,26 @@ impl NatsSource {
             .expires(PULL_EXPIRY)
             .messages()
             .await;
-        let mut batch = match batch {
-            Ok(batch) => batch,
+        match batch {
+            Ok(batch) => Self::collect(batch).await.pop(),
             Err(error) => {
                 tracing::warn!(%error, "pulling from NATS failed; retrying");
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// Every message of one pull request, to its end (the batch is full,
+    /// the request expired, or nothing more was there).
+    async fn collect(mut batch: jetstream::consumer::pull::Batch) -> Vec<jetstream::Message> {
+        let mut messages = Vec::new();
         while let Some(message) = batch.next().await {
             match message {
-                Ok(message) => return Some(message),
+                Ok(message) => messages.push(message),
                 Err(error) => tracing::warn!(%error, "pull request failed"),
             }
         }
-        None
+        messages
     }
 
     /// The delivery of `message`, or `None` when its stored payload cannot
@@ -218,7 +280,19 @@ impl NatsAck {
 #[async_trait]
 impl AckHandle for NatsAck {
     async fn ack(&self) -> Result<(), EdgeError> {
+        // Confirmed by the server: the pool acks a job whose redelivery
+        // would run the prover again (minutes of GPU on a real one), and
+        // the reporter a report whose redelivery would send it again, so
+        // one round trip per job is worth knowing the ack arrived, also
+        // when the process stops right after it.
         self.message.double_ack().await.map_err(|e| self.failed(e))
+    }
+
+    async fn ack_unconfirmed(&self) -> Result<(), EdgeError> {
+        // Sent without waiting for the server: the caller's outputs are
+        // stored and deduplicated by id, so a lost ack only brings one
+        // redelivery, which the caller absorbs cheaply (see the trait).
+        self.message.ack().await.map_err(|e| self.failed(e))
     }
 
     async fn nak(&self, delay: Duration) -> Result<(), EdgeError> {
