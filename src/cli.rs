@@ -105,8 +105,22 @@ pub struct ChainFlags {
     pub to: Option<u64>,
     #[arg(long, help = flag_help("every"), value_name = "N")]
     pub every: Option<u64>,
+    #[arg(long, help = flag_help("follow"), value_name = "HEAD")]
+    pub follow: Option<String>,
     #[arg(long, help = flag_help("poll-interval"), value_name = "DURATION")]
     pub poll_interval: Option<String>,
+}
+
+/// What to do when blocks pile up: the watcher's order and the prover
+/// pool's skipping of stale blocks, so both the watcher and prover roles
+/// take it.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Backlog")]
+pub struct BacklogFlags {
+    #[arg(long, help = flag_help("backlog"), value_name = "POLICY")]
+    pub backlog: Option<String>,
+    #[arg(long, help = flag_help("max-age"), value_name = "DURATION")]
+    pub max_age: Option<String>,
 }
 
 /// How prover binaries are run.
@@ -220,6 +234,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub chain: ChainFlags,
     #[command(flatten)]
+    pub backlog: BacklogFlags,
+    #[command(flatten)]
     pub prover: ProverFlags,
     #[arg(long, help = flag_help("multistep"), help_heading = "Steps")]
     pub multistep: bool,
@@ -255,6 +271,8 @@ pub struct WatcherArgs {
     #[command(flatten)]
     pub chain: ChainFlags,
     #[command(flatten)]
+    pub backlog: BacklogFlags,
+    #[command(flatten)]
     pub nats: NatsFlags,
     #[command(flatten)]
     pub queues: QueueFlags,
@@ -267,6 +285,8 @@ pub struct WatcherArgs {
 pub struct ProverArgs {
     #[command(flatten)]
     pub prover: ProverFlags,
+    #[command(flatten)]
+    pub backlog: BacklogFlags,
     #[arg(long, help = flag_help("multiple-output"), help_heading = "Prover")]
     pub multiple_output: bool,
     #[command(flatten)]
@@ -313,6 +333,8 @@ pub struct CollectorArgs {
     pub strategy: Option<String>,
     #[command(flatten)]
     pub chain: ChainFlags,
+    #[command(flatten)]
+    pub backlog: BacklogFlags,
     #[command(flatten)]
     pub matching: MatchFlags,
     #[command(flatten)]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use config::{Config, Environment, File};
+use orchestrator_actors::actors::Backlog;
+use orchestrator_actors::edges::Follow;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -39,9 +41,16 @@ pub struct Settings {
     /// A prover run longer than this is killed and counts as failed.
     #[serde(with = "duration")]
     pub job_timeout: Duration,
-    /// Time between finalized-head polls.
+    /// The head the watcher follows: finalized, safe or latest.
+    pub follow: String,
+    /// Time between head polls; `None`: the watcher's smart schedule.
+    #[serde(deserialize_with = "duration::option")]
+    pub poll_interval: Option<Duration>,
+    /// When blocks pile up: `all` (oldest first) or `newest`.
+    pub backlog: String,
+    /// With `backlog = newest`: blocks older than this are skipped.
     #[serde(with = "duration")]
-    pub poll_interval: Duration,
+    pub max_age: Duration,
     /// Delay before the first retry of a failed job; doubles each time.
     #[serde(with = "duration")]
     pub retry_delay: Duration,
@@ -142,7 +151,10 @@ impl Default for Settings {
             workers: 1,
             max_attempts: 3,
             job_timeout: Duration::from_secs(30 * 60),
-            poll_interval: Duration::from_secs(12),
+            follow: "finalized".to_owned(),
+            poll_interval: None,
+            backlog: "all".to_owned(),
+            max_age: Duration::from_secs(120),
             retry_delay: Duration::from_secs(5),
             multistep: false,
             steps: 10,
@@ -337,9 +349,18 @@ impl Settings {
                 );
             }
         }
+        self.follow()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {} {e}", env_name("follow")))?;
+        self.backlog()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {} {e}", env_name("backlog")))?;
         let durations = [
             ("job_timeout", self.job_timeout, "30m"),
-            ("poll_interval", self.poll_interval, "12s"),
+            (
+                "poll_interval",
+                self.poll_interval.unwrap_or(Duration::MAX),
+                "12s",
+            ),
+            ("max_age", self.max_age, "2m"),
             ("group_timeout", self.group_timeout, "30m"),
         ];
         for (key, value, example) in durations {
@@ -351,6 +372,24 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The head to follow, from `follow`.
+    pub fn follow(&self) -> Result<Follow, String> {
+        self.follow.parse()
+    }
+
+    /// The backlog policy, from `backlog` and `max_age`.
+    pub fn backlog(&self) -> Result<Backlog, String> {
+        match self.backlog.to_ascii_lowercase().as_str() {
+            "all" => Ok(Backlog::All),
+            "newest" => Ok(Backlog::Newest {
+                max_age: self.max_age,
+            }),
+            other => Err(format!(
+                "{other:?} is not a backlog policy: use all (every block, oldest first) or newest (newest first, skipping blocks older than max_age)"
+            )),
+        }
     }
 
     /// The prover binary: the configured one, or the bundled mock next to
@@ -429,11 +468,24 @@ mod duration {
         Text(String),
     }
 
+    /// An optional duration: absent or empty is `None`.
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Text(t)) if t.trim().is_empty() => Ok(None),
+            Some(raw) => parse(raw).map(Some),
+        }
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
+        parse(Raw::deserialize(d)?)
+    }
+
+    fn parse<E: Error>(raw: Raw) -> Result<Duration, E> {
+        match raw {
             Raw::Seconds(s) => Ok(Duration::from_secs(s)),
             Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-                D::Error::custom(format!(
+                E::custom(format!(
                     "{t:?} is not a duration ({e}); expected e.g. 90s, 5m, 500ms"
                 ))
             }),

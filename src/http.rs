@@ -95,10 +95,14 @@ impl Readiness {
 }
 
 /// How long ago the RPC may have answered last for a watcher to be ready:
-/// three polls, and never under a minute (the watcher backs off up to a
-/// minute after errors, and one request may take 15 s).
+/// three polls (the smart schedule's longest wait is a minute), and never
+/// under a minute (the watcher backs off up to a minute after errors, and
+/// one request may take 15 s).
 pub fn rpc_window(s: &Settings) -> Duration {
-    (s.poll_interval * 3).max(Duration::from_secs(60))
+    let poll = s
+        .poll_interval
+        .unwrap_or(orchestrator_actors::actors::LONGEST_SMART_POLL);
+    (poll * 3).max(Duration::from_secs(60))
 }
 
 /// The process's Prometheus recorder, installed on first use: metrics are

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use orchestrator_actors::actors::{PoolConfig, Route, WatcherConfig};
+use orchestrator_actors::actors::{Backlog, PoolConfig, Route, WatcherConfig};
 use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::nats::{
     ConsumerSpec, NatsBus, NatsOptions, PayloadConfig, Topology,
@@ -84,9 +84,9 @@ pub fn watcher_config(s: &Settings, from: Option<u64>, queue: &str) -> WatcherCo
         from,
         to: s.to_block,
         every: s.every,
-        follow: Default::default(),
-        backlog: Default::default(),
-        poll_interval: Some(s.poll_interval),
+        follow: s.follow().unwrap_or_default(),
+        backlog: s.backlog().unwrap_or_default(),
+        poll_interval: s.poll_interval,
         backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
         queue: queue.to_owned(),
     }
@@ -116,7 +116,10 @@ pub fn pool_config(
         restart: Backoff::new(Duration::from_millis(500), Duration::from_secs(60)),
         progress_interval: s.progress_interval,
         routes,
-        max_age: None,
+        max_age: match s.backlog() {
+            Ok(Backlog::Newest { max_age }) => Some(max_age),
+            _ => None,
+        },
     }
 }
 

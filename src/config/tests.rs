@@ -279,3 +279,48 @@ fn replicas_are_one_to_five() {
         );
     }
 }
+
+#[test]
+fn follow_and_backlog_are_checked_and_reach_the_watcher_and_the_pool() {
+    use orchestrator_actors::actors::Backlog;
+    use orchestrator_actors::edges::Follow;
+
+    let defaults = Settings::load(None, &env(&[]), vec![]).unwrap();
+    assert_eq!(defaults.follow(), Ok(Follow::Finalized));
+    assert_eq!(defaults.backlog(), Ok(Backlog::All));
+    assert_eq!(defaults.poll_interval, None, "smart polling by default");
+
+    let s = Settings::load(
+        None,
+        &env(&[
+            ("ORCHESTRATOR_FOLLOW", "LATEST"),
+            ("ORCHESTRATOR_BACKLOG", "newest"),
+            ("ORCHESTRATOR_MAX_AGE", "30s"),
+            ("ORCHESTRATOR_POLL_INTERVAL", "250ms"),
+        ]),
+        vec![],
+    )
+    .unwrap();
+    let watcher = crate::wiring::watcher_config(&s, None, "blocks");
+    assert_eq!(watcher.follow, Follow::Latest);
+    let newest = Backlog::Newest {
+        max_age: Duration::from_secs(30),
+    };
+    assert_eq!(watcher.backlog, newest);
+    assert_eq!(watcher.poll_interval, Some(Duration::from_millis(250)));
+    let pool = crate::wiring::pool_config(&s, "p".into(), vec![], false);
+    assert_eq!(pool.max_age, Some(Duration::from_secs(30)));
+    let all = crate::wiring::pool_config(&defaults, "p".into(), vec![], false);
+    assert_eq!(all.max_age, None, "backlog all proves every block");
+
+    for (var, value, hint) in [
+        ("ORCHESTRATOR_FOLLOW", "head", "finalized, safe or latest"),
+        ("ORCHESTRATOR_BACKLOG", "oldest", "all (every block"),
+        ("ORCHESTRATOR_MAX_AGE", "0s", "max_age is 0"),
+    ] {
+        let err = Settings::load(None, &env(&[(var, value)]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(var) && err.contains(hint), "{var}: {err}");
+    }
+}

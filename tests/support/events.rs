@@ -9,12 +9,23 @@ use serde_json::Value;
 /// One stdout line of `orchestrator run --json`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// `{"event":"proved","block":N,"prover":"..","proof":"..","latency_ms":..}`
+    /// `{"event":"proved","block":N,"prover":"..","proof":"..","latency_ms":..}`,
+    /// with `"block_hash"` when the watcher knew it.
     Proved {
         block: u64,
         prover: String,
         proof: String,
+        block_hash: Option<String>,
     },
+    /// `{"event":"orphaned","block":N,"prover":"..","block_hash":".."}`: a
+    /// proof of a block that a reorg replaced.
+    Orphaned {
+        block: u64,
+        prover: String,
+        block_hash: Option<String>,
+    },
+    /// `{"event":"skipped","block":N,"reason":".."}` (`--backlog newest`).
+    Skipped { block: u64, reason: String },
     /// `{"event":"failed","block":N,"queue":"..","error":".."}`
     Failed {
         block: u64,
@@ -36,8 +47,18 @@ impl Event {
                     block,
                     prover: text("prover")?,
                     proof: text("proof")?,
+                    block_hash: text("block_hash"),
                 })
             }
+            "orphaned" => Some(Event::Orphaned {
+                block,
+                prover: text("prover")?,
+                block_hash: text("block_hash"),
+            }),
+            "skipped" => Some(Event::Skipped {
+                block,
+                reason: text("reason")?,
+            }),
             "failed" => Some(Event::Failed {
                 block,
                 queue: text("queue")?,
@@ -50,7 +71,10 @@ impl Event {
     /// The block this event is about.
     pub fn block(&self) -> u64 {
         match self {
-            Event::Proved { block, .. } | Event::Failed { block, .. } => *block,
+            Event::Proved { block, .. }
+            | Event::Failed { block, .. }
+            | Event::Orphaned { block, .. }
+            | Event::Skipped { block, .. } => *block,
         }
     }
 }
@@ -64,6 +88,15 @@ pub fn proved(events: &[Event]) -> BTreeSet<u64> {
         .collect()
 }
 
+/// The blocks of all `skipped` events, as a set.
+pub fn skipped(events: &[Event]) -> BTreeSet<u64> {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Skipped { .. }))
+        .map(Event::block)
+        .collect()
+}
+
 /// The blocks of all `failed` events, as a set.
 pub fn failed(events: &[Event]) -> BTreeSet<u64> {
     events
@@ -73,11 +106,17 @@ pub fn failed(events: &[Event]) -> BTreeSet<u64> {
         .collect()
 }
 
-/// Blocks reported more than once (proved or failed, in any combination).
+/// Blocks reported more than once (proved, failed or skipped, in any
+/// combination). A block a reorg replaced may be proved again under its
+/// new hash, once its first proof was reported orphaned.
 pub fn duplicates(events: &[Event]) -> Vec<u64> {
     let mut counts = BTreeMap::<u64, usize>::new();
     for event in events {
-        *counts.entry(event.block()).or_default() += 1;
+        let count = counts.entry(event.block()).or_default();
+        match event {
+            Event::Orphaned { .. } => *count = count.saturating_sub(1),
+            _ => *count += 1,
+        }
     }
     counts
         .into_iter()
@@ -111,7 +150,14 @@ pub fn summary(events: &[Event]) -> String {
                 block,
                 prover,
                 proof,
-            } => format!("proved {block} by {prover} ({proof})"),
+                block_hash,
+            } => format!("proved {block} {block_hash:?} by {prover} ({proof})"),
+            Event::Orphaned {
+                block,
+                prover,
+                block_hash,
+            } => format!("orphaned {block} {block_hash:?} by {prover}"),
+            Event::Skipped { block, reason } => format!("skipped {block}: {reason}"),
             Event::Failed {
                 block,
                 queue,

@@ -140,6 +140,11 @@ impl Anvil {
         format!("http://{}", self.addr)
     }
 
+    /// The WebSocket URL of the same node (anvil serves both on one port).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
     /// A JSON-RPC call that must succeed.
     pub fn rpc(&self, method: &str, params: Value) -> Value {
         rpc_call(self.addr, method, params).unwrap_or_else(|e| panic!("anvil {method}: {e}"))

@@ -7,7 +7,7 @@ mod prover_pool;
 mod prover_worker;
 mod step_collector;
 
-pub use block_watcher::{BlockWatcher, WatcherConfig};
+pub use block_watcher::{Backlog, BlockWatcher, LONGEST_SMART_POLL, WatcherConfig, smart_poll};
 pub use ethproofs_reporter::{
     API_LIMIT, EthProofsReporter, RateLimit, Report, ReporterConfig, Window, proof_base64,
     proving_time, report_of,

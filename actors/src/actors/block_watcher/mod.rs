@@ -62,19 +62,25 @@ impl Default for WatcherConfig {
 const SLOT: Duration = Duration::from_secs(12);
 /// An epoch (32 slots): `safe` and `finalized` move once per epoch.
 const EPOCH: Duration = Duration::from_secs(32 * 12);
+/// The longest wait between two polls on the smart schedule, so the node's
+/// health stays known (`/readyz`) while no head is due.
+pub const LONGEST_SMART_POLL: Duration = Duration::from_secs(60);
 
-/// The wait before the next poll when no interval is set: right after the
-/// head moved, nothing new is due for about a slot (`latest`) or an epoch
-/// (`safe`, `finalized`), so wait most of that; otherwise the move is due
-/// any moment, so ask often. A block is then noticed within a fraction of a
-/// second (`latest`) or two (`finalized`) of its arrival, at a few requests
-/// per slot.
-pub fn smart_poll(follow: Follow, moved: bool) -> Duration {
-    match (follow, moved) {
-        (Follow::Latest, true) => SLOT - Duration::from_secs(1),
-        (Follow::Latest, false) => Duration::from_millis(250),
-        (_, true) => EPOCH - 2 * SLOT,
-        (_, false) => Duration::from_secs(2),
+/// The wait before the next poll when no interval is set, given how long
+/// ago the head was last seen to move (`None`: not seen yet). Right after
+/// a move nothing is due for about a slot (`latest`) or an epoch (`safe`,
+/// `finalized`): wait out most of it (polling at least once a minute).
+/// Then the move is due any moment: ask often. A block is noticed within
+/// a fraction of a second (`latest`) or two seconds (`finalized`) of its
+/// arrival, at a few requests per slot.
+pub fn smart_poll(follow: Follow, since_move: Option<Duration>) -> Duration {
+    let (quiet, chase) = match follow {
+        Follow::Latest => (SLOT - Duration::from_secs(1), Duration::from_millis(250)),
+        Follow::Safe | Follow::Finalized => (EPOCH - 2 * SLOT, Duration::from_secs(2)),
+    };
+    match since_move {
+        Some(since) if since < quiet => (quiet - since).min(LONGEST_SMART_POLL),
+        _ => chase,
     }
 }
 
@@ -90,6 +96,8 @@ pub struct BlockWatcher {
     gaps: Option<Gaps>,
     /// The head number of the last successful poll.
     last_head: Option<u64>,
+    /// When the head was last seen to move.
+    last_move: Option<std::time::Instant>,
     failures: u32,
     /// A poll is running.
     polling: bool,
@@ -128,6 +136,7 @@ impl BlockWatcher {
             gaps: Some(Gaps::new(config.from)),
             config,
             last_head: None,
+            last_move: None,
             failures: 0,
             polling: false,
             woken: false,
@@ -161,8 +170,9 @@ impl BlockWatcher {
 
     fn after_poll(&mut self, outcome: PollOutcome, ctx: &mut Context<Self>) {
         self.polling = false;
-        let moved =
-            matches!((self.last_head, outcome.head), (Some(last), Some(head)) if head > last);
+        if matches!((self.last_head, outcome.head), (Some(last), Some(head)) if head > last) {
+            self.last_move = Some(std::time::Instant::now());
+        }
         if outcome.head.is_some() {
             self.last_head = outcome.head;
         }
@@ -176,9 +186,10 @@ impl BlockWatcher {
             None if outcome.more => Duration::ZERO,
             None => {
                 self.failures = 0;
-                self.config
-                    .poll_interval
-                    .unwrap_or_else(|| smart_poll(self.config.follow, moved))
+                self.config.poll_interval.unwrap_or_else(|| {
+                    let since = self.last_move.map(|at| at.elapsed());
+                    smart_poll(self.config.follow, since)
+                })
             }
         };
         if outcome.gaps.done(self.config.to) {
