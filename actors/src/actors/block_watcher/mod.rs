@@ -454,6 +454,8 @@ mod tests {
     #[derive(Default)]
     struct RecordingPublisher {
         blocks: Mutex<Vec<u64>>,
+        /// Each published announcement's id and block hash.
+        announced: Mutex<Vec<(String, Option<String>)>>,
         calls: Mutex<u32>,
         fail_every: u32,
     }
@@ -472,6 +474,8 @@ mod tests {
             }
             let block = String::from_utf8(message.payload).unwrap().parse().unwrap();
             self.blocks.lock().unwrap().push(block);
+            let hash = message.meta.get(meta::BLOCK_HASH).cloned();
+            self.announced.lock().unwrap().push((message.id, hash));
             Ok(())
         }
     }
@@ -551,5 +555,82 @@ mod tests {
         )
         .await;
         assert_eq!(seen, (5..=12).collect::<Vec<_>>());
+    }
+
+    /// A chain whose blocks from `fork_at` on are replaced when `version`
+    /// changes, as in a reorg.
+    struct ForkingChain {
+        state: Mutex<(u64, u64, u32)>,
+    }
+
+    impl ForkingChain {
+        fn hash(&self, number: u64) -> String {
+            let (_, fork_at, version) = *self.state.lock().unwrap();
+            let version = if number >= fork_at { version } else { 0 };
+            format!("0x{number:02x}{version:02x}")
+        }
+    }
+
+    #[async_trait]
+    impl ChainHead for ForkingChain {
+        async fn head(&self, _: Follow) -> Result<BlockHeader, EdgeError> {
+            let head = self.state.lock().unwrap().0;
+            self.header(head).await
+        }
+
+        async fn header(&self, number: u64) -> Result<BlockHeader, EdgeError> {
+            Ok(BlockHeader {
+                number,
+                hash: self.hash(number),
+                parent_hash: self.hash(number - 1),
+                timestamp: 0,
+            })
+        }
+    }
+
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[actix_rt::test]
+    async fn following_latest_a_reorg_announces_the_replaced_blocks_again_with_their_hash() {
+        let chain = Arc::new(ForkingChain {
+            state: Mutex::new((12, u64::MAX, 0)),
+        });
+        let publisher = Arc::new(RecordingPublisher::default());
+        let config = WatcherConfig {
+            follow: Follow::Latest,
+            ..fast(Some(10), None, 1)
+        };
+        let _watcher = BlockWatcher::new(chain.clone(), publisher.clone(), config).start();
+        let announced = || publisher.announced.lock().unwrap().clone();
+        until("blocks 10..=12", || announced().len() == 3).await;
+        // Blocks 11 and 12 replaced, and block 13 on top of the new 12.
+        *chain.state.lock().unwrap() = (13, 11, 1);
+        until("the reorg's blocks", || announced().len() == 6).await;
+        let ids: Vec<String> = announced().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            ids,
+            [
+                "block-10-0a00",
+                "block-11-0b00",
+                "block-12-0c00",
+                "block-11-0b01",
+                "block-12-0c01",
+                "block-13-0d01"
+            ]
+        );
+        let hashes: Vec<Option<String>> = announced().into_iter().map(|(_, h)| h).collect();
+        assert_eq!(hashes[3].as_deref(), Some("0x0b01"));
+        // No further reorg is seen in a chain that only grows.
+        chain.state.lock().unwrap().0 = 14;
+        until("block 14", || announced().len() == 7).await;
+        assert_eq!(announced()[6].0, "block-14-0e01");
     }
 }
