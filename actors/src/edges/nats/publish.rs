@@ -2,7 +2,7 @@
 //! id, and with payloads over the inline limit stored as objects and sent as
 //! references (see [`super::payload`]).
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use backon::Retryable;
@@ -110,39 +110,50 @@ impl NatsPublisher {
     /// [`Publisher::publish_many`]: every message sent before any ack is
     /// awaited, so the batch costs about one round trip; JetStream stores
     /// the messages of one connection in the order they were sent. A
-    /// message whose first try failed, or that is too large to travel
-    /// inline (its payload goes to the object store first), then goes
-    /// through [`Publisher::publish`], in order, with its retries and the
-    /// same id, which the stream deduplicates if the first try was stored
-    /// after all.
+    /// message too large to travel inline (its payload goes to the object
+    /// store first) waits until those before it are stored, and goes
+    /// through [`Publisher::publish`], so the order holds for it too.
     async fn pipelined(&self, queue: &str, messages: Vec<Envelope>) -> Result<(), EdgeError> {
         let subject = self.bus.topology.subject(queue);
         let inline_limit = self.bus.payloads.config.inline_limit;
         let mut sent = Vec::with_capacity(messages.len());
         for message in messages {
-            let ack = if message.payload.len() <= inline_limit {
-                let publish = Self::inline(&message);
-                self.bus
-                    .js
-                    .send_publish(subject.clone(), publish)
-                    .await
-                    .ok()
-            } else {
-                None
-            };
+            if message.payload.len() > inline_limit {
+                self.settle(queue, &subject, std::mem::take(&mut sent))
+                    .await?;
+                self.publish(queue, message).await?;
+                continue;
+            }
+            let ack = self
+                .bus
+                .js
+                .send_publish(subject.clone(), Self::inline(&message))
+                .await
+                .map_err(|e| e.to_string());
             sent.push((message, ack));
         }
+        self.settle(queue, &subject, sent).await
+    }
+
+    /// Awaits the acks of pipelined publishes, in order. One whose first
+    /// try failed goes through [`Publisher::publish`], with its retries and
+    /// the same id, which the stream deduplicates if that try was stored
+    /// after all; messages after it may be stored before it then, which the
+    /// trait documents.
+    async fn settle(
+        &self,
+        queue: &str,
+        subject: &str,
+        sent: Vec<(Envelope, Result<PublishAckFuture, String>)>,
+    ) -> Result<(), EdgeError> {
         for (message, ack) in sent {
             let first_try = match ack {
-                Some(ack) => ack.await.map(drop).map_err(|e| Some(e.to_string())),
-                // Not sent: too large to travel inline, or refused at once.
-                None => Err(None),
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(reason) => Err(reason),
             };
             if let Err(reason) = first_try {
-                if let Some(reason) = reason {
-                    crate::metrics::publish_error(self.bus.topology.queue(queue));
-                    tracing::warn!(%subject, id = %message.id, %reason, "pipelined publish failed; retrying with the same id");
-                }
+                crate::metrics::publish_error(self.bus.topology.queue(queue));
+                tracing::warn!(%subject, id = %message.id, %reason, "pipelined publish failed; retrying with the same id");
                 self.publish(queue, message).await?;
             }
         }
