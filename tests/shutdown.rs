@@ -3,6 +3,8 @@
 //! children (the whole process group), so nothing is orphaned. An
 //! open-ended run stopped so exits 0; a range run with blocks left exits
 //! 128 + the signal's number (143, 130) and says how many are left.
+//! Killed outright (`kill -9`), it still takes its provers down, and the
+//! helpers that left their process groups too.
 
 mod support;
 
@@ -14,8 +16,9 @@ use support::{
     prover_script,
 };
 
-/// The pids `tests/provers/orphan-prover.sh` recorded in `dir`: per job, the
-/// prover's own and its `sleep 300`'s.
+/// The pids the test provers recorded in `dir`: per job, the prover's own
+/// and its `sleep 300`s' (`orphan-prover.sh`: one in its group;
+/// `setsid-prover.sh`: one in its group, one that left it).
 fn recorded_pids(dir: &Path) -> Vec<u32> {
     let files = std::fs::read_dir(dir).expect("read pids dir");
     let pid_files = files
@@ -41,7 +44,8 @@ impl Drop for KillLeftovers {
             // Checking the command line keeps a reused pid safe from us.
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("sleep") || cmdline.contains("orphan-prover") {
+            let ours = ["sleep", "orphan-prover", "setsid-prover"];
+            if ours.iter().any(|name| cmdline.contains(name)) {
                 // SAFETY: kill(2) has no memory-safety preconditions.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
@@ -59,24 +63,33 @@ fn ctrl_c_leaves_no_orphans() {
     stop_leaves_no_orphans("orphans-int", libc::SIGINT);
 }
 
-/// Stops a run with `signal` while two provers and their children run.
 /// A range run with two `orphan-prover.sh` jobs running, each a prover shell
 /// and its `sleep`; with the pids dir and the guard that kills leftovers.
 /// The anvil node must outlive the run, so it is returned too.
 fn run_with_two_orphan_provers(test: &str) -> (Anvil, Orchestrator, PathBuf, KillLeftovers) {
+    run_with_two_provers(test, "orphan-prover.sh", 2)
+}
+
+/// A range run with two jobs of the test prover `script` running, each
+/// having recorded `pids_per_job` pids.
+fn run_with_two_provers(
+    test: &str,
+    script: &str,
+    pids_per_job: usize,
+) -> (Anvil, Orchestrator, PathBuf, KillLeftovers) {
     let anvil = Anvil::start();
     anvil.finalize_up_to(10);
     let builder = RunBuilder::new(test, &anvil.url());
     let pids_dir = builder.dir().join("pids");
     std::fs::create_dir(&pids_dir).expect("pids dir");
     let mut run = builder
-        .arg_path("--binary", &prover_script("orphan-prover.sh"))
+        .arg_path("--binary", &prover_script(script))
         .args("--workers 2 --from 1 --to 10 --job-timeout 10m".split(' '))
         .env("PIDS_DIR", &pids_dir)
         .spawn();
     let cleanup = KillLeftovers(pids_dir.clone());
     eventually(RUN_TIMEOUT, || {
-        recorded_pids(&pids_dir).len() == 4 || !run.is_running()
+        recorded_pids(&pids_dir).len() == 2 * pids_per_job || !run.is_running()
     });
     if !run.is_running() {
         run.fail("exited before both provers were running");
@@ -161,24 +174,25 @@ fn sigterm_ends_an_open_ended_run_with_0() {
     run.assert_exit_code(status, 0);
 }
 
-/// `kill -9` of the orchestrator: no guard runs, so only the kernel
-/// (`PR_SET_PDEATHSIG`) can take the provers down. Their own children are
-/// out of its reach; the test's cleanup kills those.
+/// `kill -9` of the orchestrator: no guard runs, so only its watchdog (a
+/// shell that sees the orchestrator's end of a pipe close) can take the
+/// provers down: each prover, the child in its process group and the helper
+/// that left the group with `setsid`.
 #[test]
-fn provers_die_with_an_orchestrator_killed_outright() {
-    let (_anvil, mut run, pids_dir, _cleanup) = run_with_two_orphan_provers("kill9");
+fn provers_and_their_helpers_die_with_an_orchestrator_killed_outright() {
+    let (_anvil, mut run, pids_dir, _cleanup) =
+        run_with_two_provers("kill9", "setsid-prover.sh", 3);
     run.signal(libc::SIGKILL);
     let status = run.wait_exit(STOP_TIMEOUT);
     if status.code().is_some() {
         run.fail(&format!("expected death by SIGKILL, got {status}"));
     }
-    // Each file holds "<prover pid> <its sleep's pid>": the provers are the
-    // first of each pair.
-    let provers: Vec<u32> = recorded_pids(&pids_dir).into_iter().step_by(2).collect();
+    // Each file holds "<prover pid> <its child's pid> <its helper's pid>".
+    let pids = recorded_pids(&pids_dir);
     assert_all_die(
         &run,
-        &provers,
-        "provers outlived an orchestrator killed with SIGKILL",
+        &pids,
+        "provers or their helpers outlived an orchestrator killed with SIGKILL",
     );
 }
 

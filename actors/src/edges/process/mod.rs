@@ -2,6 +2,7 @@
 //! contract `BINARY --input-path IN.json --output-path OUT.json`.
 
 mod output;
+mod watchdog;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -12,13 +13,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::errno::Errno;
-use nix::sys::prctl;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use thiserror::Error;
 use tokio::process::Command;
 
 use self::output::{LineTags, Pipe, Tail};
+use self::watchdog::{OWNER_VAR, Watchdog};
 use super::{Job, JobFailure, JobRunner};
 
 pub use output::MAX_LINE_BYTES;
@@ -47,7 +48,10 @@ pub enum BinaryError {
 /// Runs a prover binary as a child process, one per job.
 ///
 /// Exec, never a shell; each child leads its own process group so a timeout or
-/// shutdown kills the prover's own children too.
+/// shutdown kills the prover's own children too. Children are started with
+/// `posix_spawn` (no `pre_exec` hook, an absolute program path), so starting
+/// one does not copy the orchestrator's memory map; a [`Watchdog`] instead
+/// of `PR_SET_PDEATHSIG` kills them if the orchestrator is killed outright.
 #[derive(Debug)]
 pub struct ProcessRunner {
     binary: PathBuf,
@@ -55,6 +59,8 @@ pub struct ProcessRunner {
     timeout: Duration,
     envs: Vec<(String, String)>,
     runs: AtomicU64,
+    /// Dropped with the runner, which sets the watchdog off.
+    _watchdog: Watchdog,
 }
 
 impl ProcessRunner {
@@ -64,15 +70,21 @@ impl ProcessRunner {
     /// Job directories left in `work_dir` by a process that is gone (an
     /// orchestrator killed with `kill -9` gets no chance to remove them)
     /// are removed here, before this runner starts any job.
+    ///
+    /// Starts this runner's watchdog (one `/bin/sh`, see [`Watchdog`]): when
+    /// the runner is dropped or this process dies, whatever its provers left
+    /// running is killed.
     pub fn new(binary: &Path, work_dir: PathBuf, timeout: Duration) -> Result<Self, BinaryError> {
         let binary = resolve_binary(binary)?;
         remove_stale_job_dirs(&work_dir);
+        let watchdog = Watchdog::start();
         Ok(Self {
             binary,
             work_dir,
             timeout,
-            envs: Vec::new(),
+            envs: vec![(OWNER_VAR.into(), watchdog.token().into())],
             runs: AtomicU64::new(0),
+            _watchdog: watchdog,
         })
     }
 
@@ -93,9 +105,9 @@ impl ProcessRunner {
         // The job directory is this run's alone (its name holds our pid and
         // the runner's run count), so its path tags the run.
         let tag = dir.display().to_string();
-        tokio::fs::write(&input_path, &job.input)
-            .await
-            .map_err(|e| io_failure(&input_path, e))?;
+        // A small file in a directory just made: a plain write costs three
+        // syscalls, less than a hop to tokio's blocking pool and back.
+        std::fs::write(&input_path, &job.input).map_err(|e| io_failure(&input_path, e))?;
 
         let mut command = Command::new(&self.binary);
         command
@@ -113,16 +125,8 @@ impl ProcessRunner {
         if let Some(gpu) = &job.gpu {
             command.env("CUDA_VISIBLE_DEVICES", gpu);
         }
-        // SAFETY: the hook only calls prctl(2), which is async-signal-safe and
-        // touches no memory of the parent; it makes the kernel kill the
-        // prover if the orchestrator is killed outright (kill -9), when no
-        // guard gets to run.
-        unsafe {
-            command.pre_exec(|| {
-                prctl::set_pdeathsig(Signal::SIGKILL)?;
-                Ok(())
-            });
-        }
+        // No `pre_exec` hook here, ever: any hook makes std fork the whole
+        // orchestrator instead of using posix_spawn (CLONE_VM | CLONE_VFORK).
         let mut child = command.spawn().map_err(|e| JobFailure::Spawn {
             binary: self.binary.display().to_string(),
             reason: e.to_string(),
@@ -182,7 +186,9 @@ impl ProcessRunner {
                 stderr,
             });
         }
-        let output = match tokio::fs::read(&output_path).await {
+        // Just written by the child, so in the page cache, and at most a few
+        // MiB (a proof): read in place rather than on tokio's blocking pool.
+        let output = match std::fs::read(&output_path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(JobFailure::MissingOutput);
@@ -206,12 +212,26 @@ impl JobRunner for ProcessRunner {
         let dir = self
             .work_dir
             .join(format!("{safe_id}.{}.{run}", std::process::id()));
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io_failure(&dir, e))?;
+        make_job_dir(&self.work_dir, &dir).map_err(|e| io_failure(&dir, e))?;
         // Removed on drop too, so a job cut short by shutdown leaves no files.
         let _cleanup = JobDir(dir.clone());
         self.run_in(&dir, job).await
+    }
+}
+
+/// Makes a job's directory with one `mkdir`; the work dir itself is made
+/// (with its parents) only when it is missing: at the first job, or after
+/// something removed it.
+fn make_job_dir(work_dir: &Path, dir: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(work_dir)?;
+            std::fs::create_dir(dir)
+        }
+        // Left by an earlier process with this pid and not yet removed:
+        // reused, as its files are overwritten.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
     }
 }
 
@@ -380,7 +400,9 @@ fn resolve_binary(binary: &Path) -> Result<PathBuf, BinaryError> {
     if mode & 0o111 == 0 {
         return Err(BinaryError::NotExecutable(shown));
     }
-    Ok(path)
+    // Absolute, so each spawn execs it directly (std's posix_spawn path)
+    // and a change of working directory cannot make it point elsewhere.
+    std::path::absolute(&path).map_err(|_| BinaryError::NotFound(shown))
 }
 
 #[cfg(test)]

@@ -186,3 +186,51 @@ fn unusable_binaries_are_refused_at_start() {
     assert!(not_exec.to_string().contains("chmod +x"), "{not_exec}");
     assert!(ProcessRunner::new(Path::new("sh"), dir, Duration::from_secs(1)).is_ok());
 }
+
+/// Polls until `child` has exited, up to `limit`; whether it did.
+fn exits_within(child: &mut std::process::Child, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// What `kill -9` of the orchestrator does to the watchdog's pipe, done by
+/// dropping it: the processes carrying the owner token die, whatever their
+/// process group; a process without it is left alone.
+#[test]
+fn a_dropped_watchdog_kills_the_processes_carrying_its_token() {
+    use std::os::unix::process::CommandExt;
+    let watchdog = Watchdog::start();
+    let sleep = |owner: Option<&str>| {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("30").process_group(0);
+        if let Some(token) = owner {
+            command.env(OWNER_VAR, token);
+        }
+        command.spawn().unwrap()
+    };
+    let mut owned = sleep(Some(watchdog.token()));
+    let mut other = sleep(Some("someone-else"));
+    let mut untagged = sleep(None);
+    drop(watchdog);
+    let died = exits_within(&mut owned, Duration::from_secs(10));
+    let others_lived = !exits_within(&mut other, Duration::from_millis(200))
+        && untagged.try_wait().unwrap().is_none();
+    for child in [&mut owned, &mut other, &mut untagged] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        died,
+        "a process with the owner token outlived the watchdog's trigger"
+    );
+    assert!(
+        others_lived,
+        "the watchdog killed a process that is not its owner's"
+    );
+}
