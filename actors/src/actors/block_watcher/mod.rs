@@ -160,8 +160,17 @@ impl BlockWatcher {
         let chain = self.chain.clone();
         let publisher = self.publisher.clone();
         let config = self.config.clone();
-        let work =
-            async move { announce_due(chain.as_ref(), publisher.as_ref(), &config, gaps).await };
+        let after_failure = self.failures > 0;
+        let work = async move {
+            announce_due(
+                chain.as_ref(),
+                publisher.as_ref(),
+                &config,
+                gaps,
+                after_failure,
+            )
+            .await
+        };
         ctx.spawn(
             work.into_actor(self)
                 .map(|outcome, act, ctx| act.after_poll(outcome, ctx)),
@@ -270,6 +279,7 @@ async fn announce_due(
     publisher: &dyn Publisher,
     config: &WatcherConfig,
     mut gaps: Gaps,
+    after_failure: bool,
 ) -> PollOutcome {
     let outcome = |gaps, head, error, more| PollOutcome {
         gaps,
@@ -290,42 +300,105 @@ async fn announce_due(
     gaps.head(config.to.map_or(head.number, |to| to.min(head.number)));
     let needs_header =
         config.follow == Follow::Latest || matches!(config.backlog, Backlog::Newest { .. });
-    for _ in 0..MAX_ANNOUNCE_PER_POLL {
-        let Some((block, mut stale_at, passed)) = gaps.take(config.backlog, config.every) else {
-            return outcome(gaps, Some(head.number), None, false);
+    let mut announced = 0;
+    // After a failed publish, start with one block and double: a batch
+    // that keeps failing part-way must not be retried whole forever.
+    let mut size = if after_failure { 1 } else { BATCH };
+    while announced < MAX_ANNOUNCE_PER_POLL && !gaps.is_empty() {
+        let mut batch = Batch::default();
+        let taken = batch
+            .fill(chain, &mut gaps, config, &head, needs_header, size)
+            .await;
+        size = (size * 2).min(BATCH);
+        announced += batch.messages.len();
+        let published = match batch.messages.is_empty() {
+            true => Ok(()),
+            false => {
+                publisher
+                    .publish_many(&config.queue, std::mem::take(&mut batch.messages))
+                    .await
+            }
         };
-        let header = match (needs_header && stale_at.is_none(), block == head.number) {
-            (false, _) => None,
-            (true, true) => Some(head.clone()),
-            (true, false) => match chain.header(block).await {
-                Ok(header) => Some(header),
-                Err(error) => {
-                    gaps.put_back(block, stale_at, config.backlog);
-                    return outcome(gaps, Some(head.number), Some(error), false);
-                }
-            },
-        };
-        if let (Backlog::Newest { max_age }, Some(header)) = (config.backlog, &header)
-            && unix_ms().saturating_sub(header.timestamp * 1000) > max_age.as_millis() as u64
-        {
-            // Newest first: every block still due is older than this one.
-            gaps.mark_stale(header.timestamp);
-            stale_at = Some(header.timestamp);
-        }
-        let message = announcement(block, header.as_ref(), stale_at, config.follow);
-        if let Err(error) = publisher.publish(&config.queue, message).await {
-            gaps.put_back(block, stale_at, config.backlog);
+        if let Err(error) = published.and(taken) {
+            // Some of the batch may be stored: their ids deduplicate the
+            // next try. Put back last first, so the first is taken first.
+            for (block, stale_at) in batch.taken.into_iter().rev() {
+                gaps.put_back(block, stale_at, config.backlog);
+            }
             return outcome(gaps, Some(head.number), Some(error), false);
         }
-        if let Some(header) = header.filter(|_| config.follow == Follow::Latest) {
-            gaps.announced(block, header.hash);
+        for (block, hash) in batch.hashes {
+            gaps.announced(block, hash);
         }
-        tracing::debug!(block, "block announced");
-        metrics::blocks_seen(passed);
-        metrics::block_published();
+        metrics::blocks_seen(batch.passed);
+        for _ in &batch.taken {
+            metrics::block_published();
+        }
     }
     let more = !gaps.is_empty();
     outcome(gaps, Some(head.number), None, more)
+}
+
+/// Announcements published together: over NATS, their acks are awaited
+/// together instead of one round trip per block.
+#[derive(Default)]
+struct Batch {
+    messages: Vec<Envelope>,
+    /// Each block taken from the gaps and its stale mark, to put back if
+    /// the publish fails.
+    taken: Vec<(u64, Option<u64>)>,
+    /// Blocks whose hash is remembered once published (following `latest`).
+    hashes: Vec<(u64, String)>,
+    /// Blocks passed, sampled or not (`orchestrator_blocks_seen_total`).
+    passed: u64,
+}
+
+/// Blocks announced in one publish at most.
+const BATCH: usize = 64;
+
+impl Batch {
+    /// Takes up to `size` due blocks, reading the headers it needs: an
+    /// error stops the batch there (what was taken is kept, to be put back).
+    async fn fill(
+        &mut self,
+        chain: &dyn ChainHead,
+        gaps: &mut Gaps,
+        config: &WatcherConfig,
+        head: &BlockHeader,
+        needs_header: bool,
+        size: usize,
+    ) -> Result<(), EdgeError> {
+        while self.messages.len() < size {
+            let Some((block, mut stale_at, passed)) = gaps.take(config.backlog, config.every)
+            else {
+                break;
+            };
+            self.taken.push((block, stale_at));
+            let header = match (needs_header && stale_at.is_none(), block == head.number) {
+                (false, _) => None,
+                (true, true) => Some(head.clone()),
+                (true, false) => Some(chain.header(block).await?),
+            };
+            if let (Backlog::Newest { max_age }, Some(header)) = (config.backlog, &header)
+                && unix_ms().saturating_sub(header.timestamp * 1000) > max_age.as_millis() as u64
+            {
+                // Newest first: every block still due is older than this one.
+                gaps.mark_stale(header.timestamp);
+                stale_at = Some(header.timestamp);
+            }
+            self.messages.push(announcement(
+                block,
+                header.as_ref(),
+                stale_at,
+                config.follow,
+            ));
+            if let Some(header) = header.filter(|_| config.follow == Follow::Latest) {
+                self.hashes.push((block, header.hash));
+            }
+            self.passed += passed;
+        }
+        Ok(())
+    }
 }
 
 /// The announcement of `block`: its bare number, as the prover contract

@@ -61,6 +61,16 @@ impl Publisher for RecordingPublisher {
                 reason: "timeout".into(),
             });
         }
+        // As every publisher promises: an id already stored is stored once.
+        if self
+            .announced
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, _)| *id == message.id)
+        {
+            return Ok(());
+        }
         let block = String::from_utf8(message.payload).unwrap().parse().unwrap();
         self.blocks.lock().unwrap().push(block);
         let hash = message.meta.get(meta::BLOCK_HASH).cloned();
