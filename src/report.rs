@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use orchestrator_actors::actors::Inbound;
-use orchestrator_actors::messages::{CompletedProof, DeadLetter, block_of_payload, queues};
+use orchestrator_actors::messages::{
+    CompletedProof, DeadLetter, JobEvent, JobStatus, block_of_payload, queues,
+};
 use orchestrator_actors::shutdown::Shutdown;
 use serde_json::json;
 
@@ -67,6 +69,8 @@ pub struct Reporter {
     pending: Option<BTreeSet<u64>>,
     proved: usize,
     failed: BTreeSet<u64>,
+    /// Blocks skipped as too old (`--backlog newest`): settled, not proved.
+    skipped: BTreeSet<u64>,
     progress: RangeProgress,
     shutdown: Shutdown,
     /// How a range run shows its progress on stderr; `None` otherwise.
@@ -165,6 +169,7 @@ impl Reporter {
             pending: range,
             proved: 0,
             failed: BTreeSet::new(),
+            skipped: BTreeSet::new(),
             progress,
             shutdown,
             shown: None,
@@ -195,17 +200,49 @@ impl Reporter {
 
     fn print_proof(&self, proof: &CompletedProof) {
         if self.json {
-            let line = json!({"event": "proved", "block": proof.block, "prover": proof.prover, "proof": proof.proof, "latency_ms": proof.latency_ms});
+            let mut line = json!({"event": "proved", "block": proof.block, "prover": proof.prover, "proof": proof.proof, "latency_ms": proof.latency_ms});
+            if let Some(hash) = &proof.block_hash {
+                line["block_hash"] = json!(hash);
+            }
             self.print(format_args!("{line}"));
         } else {
             let shown = proof
                 .proof
                 .as_str()
                 .map_or_else(|| proof.proof.to_string(), str::to_owned);
+            let hash = proof
+                .block_hash
+                .as_ref()
+                .map_or_else(String::new, |h| format!(" hash={h}"));
             self.print(format_args!(
-                "proved block={} prover={} latency_ms={} proof={}",
+                "proved block={}{hash} prover={} latency_ms={} proof={}",
                 proof.block, proof.prover, proof.latency_ms, shown
             ));
+        }
+    }
+
+    /// A proof of a block that a reorg replaced (following `latest`).
+    fn print_orphaned(&self, proof: &CompletedProof) {
+        if self.json {
+            let line = json!({"event": "orphaned", "block": proof.block, "prover": proof.prover, "block_hash": proof.block_hash});
+            self.print(format_args!("{line}"));
+        } else {
+            self.print(format_args!(
+                "orphaned block={} hash={} prover={} (a reorg replaced the block)",
+                proof.block,
+                proof.block_hash.as_deref().unwrap_or("?"),
+                proof.prover
+            ));
+        }
+    }
+
+    /// A block not proved because it was too old (`--backlog newest`).
+    fn print_skipped(&self, block: u64, reason: &str) {
+        if self.json {
+            let line = json!({"event": "skipped", "block": block, "reason": reason});
+            self.print(format_args!("{line}"));
+        } else {
+            self.print(format_args!("skipped block={block} reason={reason}"));
         }
     }
 
@@ -235,6 +272,8 @@ impl Reporter {
             progress.left = pending.len();
             if self.failed.contains(&block) {
                 progress.failed += 1;
+            } else if self.skipped.contains(&block) {
+                // Settled, neither proved nor failed: `left` says it.
             } else {
                 progress.proved += 1;
             }
@@ -309,7 +348,24 @@ impl Reporter {
             }
             return;
         }
+        if delivery.queue == queues::JOB_EVENTS {
+            match serde_json::from_slice::<JobEvent>(&delivery.payload) {
+                Ok(event)
+                    if event.status == JobStatus::Skipped && event.queue == queues::BLOCKS =>
+                {
+                    let Some(block) = event.block else { return };
+                    self.print_skipped(block, event.error.as_deref().unwrap_or("skipped"));
+                    if self.skipped.insert(block) {
+                        self.settle(block);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "unreadable job event"),
+            }
+            return;
+        }
         match serde_json::from_slice::<CompletedProof>(&delivery.payload) {
+            Ok(proof) if proof.orphaned => self.print_orphaned(&proof),
             Ok(proof) => {
                 self.print_proof(&proof);
                 self.proved += 1;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use orchestrator_actors::actors::{
-    BlockWatcher, ProofMatcher, ProverPool, Route, StepCollector, pump,
+    Backlog, BlockWatcher, ProofMatcher, ProverPool, Route, StepCollector, pump,
 };
 use orchestrator_actors::edges::local::{LocalBus, MemoryMatchStore};
 use orchestrator_actors::edges::match_store::MatchStore;
@@ -179,9 +179,15 @@ impl Plan {
         let matcher_input = edges
             .source("proof-matcher", &[BLOCKS, BLOCK_PROOFS], s)
             .await?;
-        let report_input = edges
-            .source("report", &[COMPLETED_PROOFS, DEAD_LETTER], s)
-            .await?;
+        // Skipped blocks are reported from job events, which only a
+        // newest-first run has reason to read.
+        let newest = matches!(s.backlog(), Ok(Backlog::Newest { .. }));
+        let reported: &[&str] = if newest {
+            &[COMPLETED_PROOFS, DEAD_LETTER, JOB_EVENTS]
+        } else {
+            &[COMPLETED_PROOFS, DEAD_LETTER]
+        };
+        let report_input = edges.source("report", reported, s).await?;
         if let Some(reporting) = self.reporting {
             // Its own consumer: reporting never holds up proving.
             let input = edges

@@ -148,6 +148,7 @@ async fn match_store_keeps_records_per_prefix_and_refuses_stale_writes() {
     assert_eq!((empty, revision), (BlockRecord::default(), 0));
     let record = BlockRecord {
         announced_ms: Some(1),
+        hash: Some("0xab".into()),
         provers: ["sp1".to_owned()].into(),
         early: vec![],
     };

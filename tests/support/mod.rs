@@ -122,7 +122,7 @@ impl RunBuilder {
         let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
         command
             .args(["run", "--json", "--rpc", rpc])
-            .args("--poll-interval 300ms --retry-delay 100ms".split(' '))
+            .args("--retry-delay 100ms".split(' '))
             .arg("--work-dir")
             .arg(dir.path().join("work"))
             .current_dir(dir.path())
@@ -135,6 +135,8 @@ impl RunBuilder {
                 command.env_remove(&key);
             }
         }
+        // Through the environment, so a test may still give --poll-interval.
+        command.env("ORCHESTRATOR_POLL_INTERVAL", "300ms");
         RunBuilder { command, dir }
     }
 
