@@ -50,8 +50,9 @@ pub enum BinaryError {
 /// Exec, never a shell; each child leads its own process group so a timeout or
 /// shutdown kills the prover's own children too. Children are started with
 /// `posix_spawn` (no `pre_exec` hook, an absolute program path), so starting
-/// one does not copy the orchestrator's memory map; a [`Watchdog`] instead
-/// of `PR_SET_PDEATHSIG` kills them if the orchestrator is killed outright.
+/// one does not copy the orchestrator's memory map; a watchdog process
+/// (`watchdog.rs`) instead of `PR_SET_PDEATHSIG` kills them if the
+/// orchestrator is killed outright.
 #[derive(Debug)]
 pub struct ProcessRunner {
     binary: PathBuf,
@@ -71,7 +72,7 @@ impl ProcessRunner {
     /// orchestrator killed with `kill -9` gets no chance to remove them)
     /// are removed here, before this runner starts any job.
     ///
-    /// Starts this runner's watchdog (one `/bin/sh`, see [`Watchdog`]): when
+    /// Starts this runner's watchdog (one `/bin/sh`, see `watchdog.rs`): when
     /// the runner is dropped or this process dies, whatever its provers left
     /// running is killed.
     pub fn new(binary: &Path, work_dir: PathBuf, timeout: Duration) -> Result<Self, BinaryError> {
