@@ -16,7 +16,9 @@ pub struct CompletedProof {
 }
 
 /// Parses `{"block":N,"prover":"..","proof":..,"latency_ms":..}` with
-/// `Nats-Msg-Id: completed-N-PROVER`; an error names the first bad message.
+/// `Nats-Msg-Id: completed-N-PROVER`, followed by `-` and the first 16 hex
+/// digits of `block_hash` when the proof has one; an error names the first
+/// bad message.
 pub fn completed_proofs(records: &[Record]) -> Result<Vec<CompletedProof>, String> {
     records
         .iter()
@@ -31,7 +33,11 @@ pub fn completed_proofs(records: &[Record]) -> Result<Vec<CompletedProof>, Strin
                     record.text()
                 ));
             };
-            let expected_id = format!("completed-{block}-{prover}");
+            let mut expected_id = format!("completed-{block}-{prover}");
+            if let Some(hash) = value["block_hash"].as_str() {
+                let hex = hash.trim_start_matches("0x");
+                expected_id = format!("{expected_id}-{}", &hex[..hex.len().min(16)]);
+            }
             if record.msg_id.as_deref() != Some(expected_id.as_str()) {
                 return Err(format!(
                     "completed proof {} has Nats-Msg-Id {:?}, expected {expected_id:?}",
