@@ -67,20 +67,22 @@ const EPOCH: Duration = Duration::from_secs(32 * 12);
 pub const LONGEST_SMART_POLL: Duration = Duration::from_secs(60);
 
 /// The wait before the next poll when no interval is set, given how long
-/// ago the head was last seen to move (`None`: not seen yet). Right after
-/// a move nothing is due for about a slot (`latest`) or an epoch (`safe`,
-/// `finalized`): wait out most of it (polling at least once a minute).
-/// Then the move is due any moment: ask often. A block is noticed within
-/// a fraction of a second (`latest`) or two seconds (`finalized`) of its
-/// arrival, at a few requests per slot.
-pub fn smart_poll(follow: Follow, since_move: Option<Duration>) -> Duration {
+/// ago the head was last seen to move (`None`: not seen yet) and the time
+/// between its last two moves. Right after a move nothing is due for about a
+/// slot (`latest`) or an epoch (`safe`, `finalized`) on mainnet, or for
+/// about the last gap between moves on a faster chain: wait out most of it
+/// (polling at least once a minute). Then the move is due any moment: ask
+/// often. A block is noticed within a fraction of a second (`latest`) or
+/// two seconds (`finalized`) of its arrival, at a few requests per slot.
+pub fn smart_poll(follow: Follow, since_move: Option<Duration>, gap: Option<Duration>) -> Duration {
     let (quiet, chase) = match follow {
         Follow::Latest => (SLOT - Duration::from_secs(1), Duration::from_millis(250)),
         Follow::Safe | Follow::Finalized => (EPOCH - 2 * SLOT, Duration::from_secs(2)),
     };
+    let quiet = gap.map_or(quiet, |gap| quiet.min(gap * 3 / 4));
     match since_move {
         Some(since) if since < quiet => (quiet - since).min(LONGEST_SMART_POLL),
-        _ => chase,
+        _ => chase.min(quiet.max(Duration::from_millis(100))),
     }
 }
 
@@ -98,6 +100,8 @@ pub struct BlockWatcher {
     last_head: Option<u64>,
     /// When the head was last seen to move.
     last_move: Option<std::time::Instant>,
+    /// The time between the head's last two moves.
+    move_gap: Option<Duration>,
     failures: u32,
     /// A poll is running.
     polling: bool,
@@ -137,6 +141,7 @@ impl BlockWatcher {
             config,
             last_head: None,
             last_move: None,
+            move_gap: None,
             failures: 0,
             polling: false,
             woken: false,
@@ -180,7 +185,9 @@ impl BlockWatcher {
     fn after_poll(&mut self, outcome: PollOutcome, ctx: &mut Context<Self>) {
         self.polling = false;
         if matches!((self.last_head, outcome.head), (Some(last), Some(head)) if head > last) {
-            self.last_move = Some(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            self.move_gap = self.last_move.map(|at| now - at);
+            self.last_move = Some(now);
         }
         if outcome.head.is_some() {
             self.last_head = outcome.head;
@@ -197,7 +204,7 @@ impl BlockWatcher {
                 self.failures = 0;
                 self.config.poll_interval.unwrap_or_else(|| {
                     let since = self.last_move.map(|at| at.elapsed());
-                    smart_poll(self.config.follow, since)
+                    smart_poll(self.config.follow, since, self.move_gap)
                 })
             }
         };

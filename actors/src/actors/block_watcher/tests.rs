@@ -232,3 +232,29 @@ async fn following_latest_a_reorg_announces_the_replaced_blocks_again_with_their
     until("block 14", || announced().len() == 7).await;
     assert_eq!(announced()[6].0, "block-14-0e01");
 }
+
+#[test]
+fn the_smart_poll_waits_after_a_move_and_chases_before_the_next() {
+    let s = Duration::from_secs;
+    // Mainnet, finalized: an epoch between moves, at most a minute a wait.
+    assert_eq!(smart_poll(Follow::Finalized, None, None), s(2));
+    assert_eq!(smart_poll(Follow::Finalized, Some(s(10)), None), s(60));
+    assert_eq!(smart_poll(Follow::Finalized, Some(s(340)), None), s(20));
+    assert_eq!(smart_poll(Follow::Finalized, Some(s(400)), None), s(2));
+    // Latest: a slot.
+    assert_eq!(smart_poll(Follow::Latest, Some(s(1)), None), s(10));
+    assert_eq!(
+        smart_poll(Follow::Latest, Some(s(12)), None),
+        Duration::from_millis(250)
+    );
+    // A chain moving every second (a devnet) is not waited on for minutes.
+    let fast = Some(s(1));
+    assert_eq!(
+        smart_poll(Follow::Finalized, Some(Duration::ZERO), fast),
+        Duration::from_millis(750)
+    );
+    assert_eq!(
+        smart_poll(Follow::Finalized, Some(s(1)), fast),
+        Duration::from_millis(750)
+    );
+}
