@@ -101,8 +101,8 @@ impl ProcessRunner {
     }
 
     async fn run_in(&self, dir: &Path, job: &Job) -> Result<Vec<u8>, JobFailure> {
-        let input_path = dir.join("input.json");
-        let output_path = dir.join("output.json");
+        let input_path = dir.join(INPUT_FILE);
+        let output_path = dir.join(OUTPUT_FILE);
         // The job directory is this run's alone (its name holds our pid and
         // the runner's run count), so its path tags the run.
         let tag = dir.display().to_string();
@@ -321,8 +321,24 @@ impl Drop for AbortOnDrop {
 /// Removes a job's directory when the job ends, however it ends.
 struct JobDir(PathBuf);
 
+/// The job files in a job's directory, as the contract's two paths name them.
+const INPUT_FILE: &str = "input.json";
+const OUTPUT_FILE: &str = "output.json";
+
 impl Drop for JobDir {
     fn drop(&mut self) {
+        // Usually the directory holds just the two job files: three unlinks
+        // cost less than a directory walk (open, stat, read it twice, close).
+        for file in [INPUT_FILE, OUTPUT_FILE] {
+            let _ = std::fs::remove_file(self.0.join(file));
+        }
+        match std::fs::remove_dir(&self.0) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            // The prover left files of its own (a temp file beside the
+            // output): the walk removes them too.
+            Err(_) => {}
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.0) {
             tracing::warn!(dir = %self.0.display(), error = %e, "could not remove job directory");
         }

@@ -36,12 +36,18 @@ async fn contract_input_is_passed_byte_for_byte() {
     let dir = temp_dir("ok");
     let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
     assert_eq!(r.run(&job(b"23839700")).await.unwrap(), b"23839700");
+    let empty = |work: &Path| std::fs::read_dir(work).unwrap().next().is_none();
+    assert!(empty(&dir.join("work")), "job dir left behind");
+    // Files the prover leaves beside its output go with the job dir.
+    let messy = runner(
+        &dir,
+        r#"cp "$2" "$4.tmp"; mkdir "$4.d"; mv "$4.tmp" "$4""#,
+        5000,
+    );
+    assert_eq!(messy.run(&job(b"1")).await.unwrap(), b"1");
     assert!(
-        std::fs::read_dir(dir.join("work"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "job dir left behind"
+        empty(&dir.join("work")),
+        "job dir with the prover's files left behind"
     );
 }
 
