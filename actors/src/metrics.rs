@@ -24,7 +24,8 @@ pub const REORGS: &str = "orchestrator_reorgs_total";
 pub const REORGED_BLOCKS: &str = "orchestrator_reorged_blocks_total";
 /// Jobs not proved on purpose: older than `--max-age` with `--backlog newest`.
 pub const JOBS_SKIPPED: &str = "orchestrator_jobs_skipped_total";
-/// The finalized head at the watcher's last successful poll.
+/// The followed head (finalized unless `--follow` says otherwise) at the
+/// watcher's last successful poll.
 pub const FINALIZED_HEAD: &str = "orchestrator_finalized_head";
 /// The newest block the matcher has seen announced.
 pub const LAST_BLOCK_ANNOUNCED: &str = "orchestrator_last_block_announced";
@@ -37,7 +38,7 @@ pub const PROVING_LAG: &str = "orchestrator_proving_lag_blocks";
 /// `prover` field).
 pub const PROOFS_COMPLETED: &str = "orchestrator_proofs_completed_total";
 
-/// Jobs handed to a worker. Every started job ends once as succeeded,
+/// Jobs handed to a worker. Every started job ends once as succeeded, skipped,
 /// failed or handed back.
 pub const JOBS_STARTED: &str = "orchestrator_jobs_started_total";
 /// Jobs proved and published (and acked).
@@ -174,6 +175,7 @@ pub fn pool_started(prover: &str, queues: &[&str]) {
             JOBS_RETRIED,
             JOBS_DEAD_LETTERED,
             JOBS_HANDED_BACK,
+            JOBS_SKIPPED,
         ] {
             counter!(name, &labels).increment(0);
         }
