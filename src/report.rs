@@ -14,6 +14,82 @@ use orchestrator_actors::messages::{
 use orchestrator_actors::shutdown::Shutdown;
 use serde_json::json;
 
+/// The blocks a range run proves: `from..=to` with `block % every == 0`.
+/// Three numbers, whatever the range's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRange {
+    /// The first block of the range.
+    first: u64,
+    /// Distance between two blocks of the range.
+    every: u64,
+    /// Blocks in the range, at least 1.
+    len: usize,
+}
+
+impl BlockRange {
+    /// The blocks of `from..=to` with `block % every == 0` (`every` 0 counts
+    /// as 1); `None` when there is none.
+    pub fn new(from: u64, to: u64, every: u64) -> Option<Self> {
+        let every = every.max(1);
+        let first = from.checked_next_multiple_of(every)?;
+        if first > to {
+            return None;
+        }
+        let len = usize::try_from((to - first) / every).ok()?.checked_add(1)?;
+        Some(Self { first, every, len })
+    }
+
+    /// Blocks in the range.
+    pub fn blocks(&self) -> usize {
+        self.len
+    }
+
+    /// The position of `block` in the range, if it is one of its blocks.
+    fn index(&self, block: u64) -> Option<usize> {
+        let offset = block.checked_sub(self.first)?;
+        if !offset.is_multiple_of(self.every) {
+            return None;
+        }
+        usize::try_from(offset / self.every)
+            .ok()
+            .filter(|&i| i < self.len)
+    }
+}
+
+/// The blocks of a range not settled yet: one bit per block (12 KiB for a
+/// 100,000-block backfill, where a set of block numbers took over 1 MiB).
+#[derive(Debug)]
+struct Pending {
+    range: BlockRange,
+    /// Bit `i` set: the range's `i`th block is settled.
+    settled: Vec<u64>,
+    left: usize,
+}
+
+impl Pending {
+    fn new(range: BlockRange) -> Self {
+        Self {
+            range,
+            settled: vec![0; range.len.div_ceil(64)],
+            left: range.len,
+        }
+    }
+
+    /// Settles `block`: true if it is in the range and was not settled yet.
+    fn remove(&mut self, block: u64) -> bool {
+        let Some(i) = self.range.index(block) else {
+            return false;
+        };
+        let (word, bit) = (&mut self.settled[i / 64], 1u64 << (i % 64));
+        if *word & bit != 0 {
+            return false;
+        }
+        *word |= bit;
+        self.left -= 1;
+        true
+    }
+}
+
 /// How far a range run got, as of the last message the reporter took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -35,10 +111,10 @@ pub struct RangeProgress(Arc<Mutex<Option<Progress>>>);
 
 impl RangeProgress {
     /// Progress of a run over `range`: nothing settled yet.
-    pub fn of(range: Option<&BTreeSet<u64>>) -> Self {
-        let progress = range.map(|blocks| Progress {
-            total: blocks.len(),
-            left: blocks.len(),
+    pub fn of(range: Option<&BlockRange>) -> Self {
+        let progress = range.map(|range| Progress {
+            total: range.blocks(),
+            left: range.blocks(),
             proved: 0,
             failed: 0,
         });
@@ -66,7 +142,7 @@ impl RangeProgress {
 pub struct Reporter {
     json: bool,
     /// Blocks still to be settled, for a range run.
-    pending: Option<BTreeSet<u64>>,
+    pending: Option<Pending>,
     proved: usize,
     failed: BTreeSet<u64>,
     /// Blocks skipped as too old (`--backlog newest`): settled, not proved.
@@ -160,13 +236,13 @@ impl Reporter {
     /// ends through `shutdown`.
     pub fn new(
         json: bool,
-        range: Option<BTreeSet<u64>>,
+        range: Option<BlockRange>,
         progress: RangeProgress,
         shutdown: Shutdown,
     ) -> Self {
         Self {
             json,
-            pending: range,
+            pending: range.map(Pending::new),
             proved: 0,
             failed: BTreeSet::new(),
             skipped: BTreeSet::new(),
@@ -266,10 +342,10 @@ impl Reporter {
         let Some(pending) = &mut self.pending else {
             return;
         };
-        if pending.remove(&block)
+        if pending.remove(block)
             && let Some(mut progress) = self.progress.get()
         {
-            progress.left = pending.len();
+            progress.left = pending.left;
             if self.failed.contains(&block) {
                 progress.failed += 1;
             } else if self.skipped.contains(&block) {
@@ -282,7 +358,7 @@ impl Reporter {
                 shown.update(progress, false);
             }
         }
-        if pending.is_empty() {
+        if pending.left == 0 {
             tracing::info!(
                 proved = self.proved,
                 failed = self.failed.len(),
@@ -375,5 +451,39 @@ impl Reporter {
             }
             Err(e) => tracing::error!(error = %e, "unreadable completed proof"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_holds_its_sampled_blocks_only() {
+        let range = BlockRange::new(5, 24, 5).unwrap();
+        assert_eq!(range.blocks(), 4, "5, 10, 15, 20");
+        let inside: Vec<u64> = (0..30).filter(|&b| range.index(b).is_some()).collect();
+        assert_eq!(inside, [5, 10, 15, 20]);
+        assert_eq!(BlockRange::new(6, 9, 5), None, "no multiple of 5 in 6..=9");
+        assert_eq!(BlockRange::new(3, 3, 1).map(|r| r.blocks()), Some(1));
+        assert_eq!(
+            BlockRange::new(u64::MAX - 1, u64::MAX, 1000),
+            None,
+            "past u64"
+        );
+    }
+
+    #[test]
+    fn pending_settles_each_block_once() {
+        let mut pending = Pending::new(BlockRange::new(100, 299, 1).unwrap());
+        assert!(!pending.remove(99), "before the range");
+        assert!(!pending.remove(300), "after the range");
+        assert!(pending.remove(163));
+        assert!(!pending.remove(163), "settled twice");
+        for block in 100..300 {
+            pending.remove(block);
+        }
+        assert_eq!(pending.left, 0);
+        assert_eq!(pending.settled.len(), 4, "200 blocks in four words");
     }
 }

@@ -1,7 +1,7 @@
 //! `orchestrator run`: every actor in this process. The edges are the
 //! in-process bus, or NATS JetStream with `--nats` (the same actors either way).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::dashboard::{Dashboard, QUEUES};
 use crate::ethproofs::Reporting;
 use crate::http;
-use crate::report::{RangeProgress, Reporter};
+use crate::report::{BlockRange, RangeProgress, Reporter};
 use crate::wiring;
 
 /// Everything checked before any actor starts, so a bad setting is one
@@ -31,7 +31,7 @@ pub struct Plan {
     runner: ProcessRunner,
     chain: RpcChain,
     /// The blocks a range run waits for, if this is one.
-    range: Option<BTreeSet<u64>>,
+    range: Option<BlockRange>,
     /// How far the range run got, for whoever stops it early.
     progress: RangeProgress,
     /// EthProofs reporting, when configured.
@@ -53,6 +53,12 @@ impl Edges {
         s: &Settings,
     ) -> anyhow::Result<Box<dyn JobSource>> {
         Ok(match self {
+            // The watcher waits for the pool: a backlog stays on the chain,
+            // not in memory. Room for two jobs per worker and some slack,
+            // so a worker that is done never waits for the watcher.
+            Edges::Local(bus) if group == "prover" => {
+                Box::new(bus.subscribe_bounded(queues, &[BLOCKS], 2 * s.workers + 32))
+            }
             Edges::Local(bus) => Box::new(bus.subscribe(queues)),
             Edges::Nats(bus) => {
                 let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
@@ -98,21 +104,16 @@ impl Plan {
         }
         let chain = RpcChain::new(&settings.l1_rpc)?;
         let range = match (settings.next_block, settings.to_block) {
-            (Some(from), Some(to)) => Some(
-                (from..=to)
-                    .filter(|b| b.is_multiple_of(settings.every))
-                    .collect::<BTreeSet<u64>>(),
-            ),
+            (Some(from), Some(to)) => Some(BlockRange::new(from, to, settings.every).ok_or_else(
+                || {
+                    anyhow::anyhow!(
+                        "the range {from}..={to} holds no block with block % {} == 0: nothing to prove",
+                        settings.every
+                    )
+                },
+            )?),
             _ => None,
         };
-        if range.as_ref().is_some_and(BTreeSet::is_empty) {
-            anyhow::bail!(
-                "the range {:?}..={:?} holds no block with block % {} == 0: nothing to prove",
-                settings.next_block,
-                settings.to_block,
-                settings.every
-            );
-        }
         Ok(Self {
             reporting: Reporting::from_settings(&settings)?,
             settings,
