@@ -55,3 +55,18 @@ FAULT_TESTS = $(patsubst tests/%.rs,%,$(wildcard tests/faults_*.rs)) roles_resta
 faults:
 	deps="$$(scripts/install-test-deps.sh)" && export PATH="$$deps:$$PATH" && \
 	cargo test $(addprefix --test ,$(FAULT_TESTS)) -- --nocapture
+
+# BENCHMARKS.md (benches/harness/): release binaries, the actors' own
+# throughput bench, then the harness, which measures standalone, role mode
+# and latency side by side with their floors and writes the report. The
+# test tools come from the same install as `make test`'s. About 15 minutes
+# on the 2-core build machine; BENCH_REPEATS, BENCH_SIZES and BENCH_PARTS
+# make a shorter run (see benches/harness/main.rs).
+.PHONY: bench
+bench:
+	deps="$$(scripts/install-test-deps.sh)" && export PATH="$$deps:$$PATH" && \
+	cargo build --release --workspace && \
+	mkdir -p target/bench && \
+	cargo bench -p orchestrator-actors --bench throughput > target/bench/throughput.txt && \
+	cat target/bench/throughput.txt && \
+	BENCH_THROUGHPUT=target/bench/throughput.txt cargo bench -p orchestrator --bench harness
