@@ -114,7 +114,8 @@ impl Handler<Inbound> for Feed {
     fn handle(&mut self, Inbound(delivery): Inbound, ctx: &mut Self::Context) {
         self.0.take(&delivery);
         ctx.spawn(fut::wrap_future(async move {
-            if let Err(error) = delivery.ack.ack().await {
+            // Unconfirmed: a redelivery only updates the board again.
+            if let Err(error) = delivery.ack.ack_unconfirmed().await {
                 tracing::debug!(%error, "dashboard: could not ack a message");
             }
         }));

@@ -31,19 +31,31 @@ use crate::shutdown::Shutdown;
 #[rtype(result = "()")]
 pub struct Inbound(pub Delivery);
 
-/// Forwards every delivery of `source` to `consumer`, one at a time: the next
-/// is pulled only once the consumer took the last, so a slow consumer slows
-/// the source instead of growing a queue. The forwarding is work tracked by
-/// `shutdown` and ends when a stop is asked for.
+/// Deliveries a [`pump`] takes from its source at once: what is there,
+/// up to this many, in one request instead of one request each (the
+/// matcher works on up to 16 messages at a time). The consuming actor
+/// still takes them one by one, in order.
+const PUMP_BATCH: usize = 16;
+
+/// Forwards every delivery of `source` to `consumer`, one at a time: the
+/// next batch is pulled only once the consumer took the last one, so a slow
+/// consumer slows the source instead of growing a queue. The forwarding is
+/// work tracked by `shutdown` and ends when a stop is asked for.
 pub fn pump(mut source: Box<dyn JobSource>, consumer: Recipient<Inbound>, shutdown: &Shutdown) {
     let stop = shutdown.clone();
     let forward = async move {
-        while let Some(delivery) = source.next().await {
-            if consumer.send(Inbound(delivery)).await.is_err() {
-                // The consuming actor died: a process without it is useless,
-                // so stop and let the supervisor (compose, systemd) restart it.
-                stop.exit(1, "a consuming actor stopped unexpectedly");
+        'pull: loop {
+            let deliveries = source.next_up_to(PUMP_BATCH).await;
+            if deliveries.is_empty() {
                 break;
+            }
+            for delivery in deliveries {
+                if consumer.send(Inbound(delivery)).await.is_err() {
+                    // The consuming actor died: a process without it is useless,
+                    // so stop and let the supervisor (compose, systemd) restart it.
+                    stop.exit(1, "a consuming actor stopped unexpectedly");
+                    break 'pull;
+                }
             }
         }
     };

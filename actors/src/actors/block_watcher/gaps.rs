@@ -34,8 +34,11 @@ pub(super) struct Gap {
 pub(super) struct Gaps {
     /// Pending runs, oldest first.
     gaps: VecDeque<Gap>,
-    /// The highest block ever queued; `None` before the first head.
+    /// The highest block ever queued; `None` before the first one.
     top: Option<u64>,
+    /// The first block to queue while `top` is `None`; `None`: the first
+    /// head seen.
+    start: Option<u64>,
     /// Recently announced blocks and their hashes, at most [`RECENT`].
     pub recent: BTreeMap<u64, String>,
 }
@@ -48,7 +51,7 @@ impl Gaps {
     /// Starts at `from` (the first head seen, if `None`).
     pub fn new(from: Option<u64>) -> Self {
         Self {
-            top: from.map(|f| f.saturating_sub(1)),
+            start: from,
             ..Self::default()
         }
     }
@@ -56,10 +59,12 @@ impl Gaps {
     /// The head moved to `head` (clamped to `to`): queues what is new.
     pub fn head(&mut self, head: u64) {
         let lo = match self.top {
-            Some(top) if head <= top => return,
             Some(top) => top + 1,
-            None => head,
+            None => self.start.unwrap_or(head),
         };
+        if lo > head {
+            return;
+        }
         self.gaps.push_back(Gap {
             lo,
             hi: head,
@@ -76,7 +81,10 @@ impl Gaps {
             gap.hi = gap.hi.min(first.saturating_sub(1));
         }
         self.gaps.retain(|g| g.lo <= g.hi && g.hi < first);
-        self.top = self.top.map(|top| top.min(first.saturating_sub(1)));
+        match first.checked_sub(1) {
+            Some(before) => self.top = self.top.map(|top| top.min(before)),
+            None => (self.top, self.start) = (None, Some(0)),
+        }
     }
 
     /// The next block to announce under `backlog` that `every` samples,
@@ -227,6 +235,22 @@ mod tests {
             all.sort();
             assert_eq!(all, [5, 6, 7, 8], "{backlog:?}");
         }
+    }
+
+    #[test]
+    fn genesis_and_a_start_ahead_of_the_head_are_handled() {
+        let mut gaps = Gaps::new(Some(0));
+        gaps.head(2);
+        assert_eq!(drain(&mut gaps, Backlog::All, 5), [0, 1, 2]);
+        gaps.rewind(0);
+        gaps.head(1);
+        assert_eq!(drain(&mut gaps, Backlog::All, 5), [0, 1]);
+        let mut ahead = Gaps::new(Some(10));
+        ahead.head(8);
+        assert!(ahead.is_empty() && !ahead.done(Some(10)));
+        ahead.head(10);
+        assert_eq!(drain(&mut ahead, Backlog::All, 5), [10]);
+        assert!(ahead.done(Some(10)));
     }
 
     #[test]
