@@ -7,34 +7,22 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::events::{self, Event};
-use support::node::Anvil;
+use support::node::{Anvil, now_secs, parse_quantity};
 use support::{Orchestrator, RUN_TIMEOUT, RunBuilder, eventually};
 
 /// Anvil without its own blocks: only what the test mines.
 fn quiet_anvil() -> Anvil {
     let anvil = Anvil::start();
-    anvil.rpc("evm_setIntervalMining", json!([0]));
+    anvil.stop_interval_mining();
     anvil
 }
 
-fn latest(anvil: &Anvil) -> u64 {
-    let number = anvil.rpc("eth_blockNumber", json!([]));
-    u64::from_str_radix(number.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
-fn block(anvil: &Anvil, number: u64) -> Value {
-    anvil.rpc(
-        "eth_getBlockByNumber",
-        json!([format!("{number:#x}"), false]),
-    )
-}
-
 fn hash(anvil: &Anvil, number: u64) -> String {
-    block(anvil, number)["hash"].as_str().unwrap().to_owned()
+    anvil.block(number)["hash"].as_str().unwrap().to_owned()
 }
 
 /// Waits until the run says it follows the heads anvil pushes: a block mined
@@ -61,7 +49,7 @@ fn proofs(events: &[Event]) -> Vec<(u64, Option<String>)> {
 #[test]
 fn pushed_heads_are_proved_with_their_hash_and_a_reorg_orphans_the_replaced_proofs() {
     let anvil = quiet_anvil();
-    let first = latest(&anvil) + 1;
+    let first = anvil.latest() + 1;
     let snapshot = anvil.rpc("evm_snapshot", json!([]));
     let mut run = RunBuilder::new("follow-latest", &anvil.ws_url())
         .args(["--follow", "latest", "--poll-interval", "1h"])
@@ -131,22 +119,13 @@ fn pushed_heads_are_proved_with_their_hash_and_a_reorg_orphans_the_replaced_proo
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[test]
 fn backlog_newest_proves_the_newest_block_first_and_reports_the_stale_ones_skipped() {
     let anvil = quiet_anvil();
-    let first = latest(&anvil) + 1;
+    let first = anvil.latest() + 1;
     // Five blocks that will be older than --max-age when the run starts...
     anvil.mine(5);
-    let stale_time = block(&anvil, first + 4)["timestamp"].clone();
-    let stale_time =
-        u64::from_str_radix(stale_time.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let stale_time = parse_quantity(&anvil.block(first + 4)["timestamp"]);
     // (a wait for the wall clock to pass a point, not for an amount of time)
     assert!(eventually(Duration::from_secs(10), || now_secs() > stale_time + 2));
     // ...and three fresh ones, stamped an hour ahead so they stay fresh.

@@ -7,24 +7,14 @@
 mod nats_support;
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nats_support::checks::completed_proofs;
 use nats_support::layout::{block_watcher, mock_prover, proof_matcher};
 use nats_support::{Cluster, LINGER};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::eventually;
-
-fn quantity(value: &Value) -> u64 {
-    u64::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use support::node::{now_secs, parse_quantity};
 
 const NEWEST: [(&str, &str); 3] = [
     ("ORCHESTRATOR_FOLLOW", "latest"),
@@ -36,15 +26,11 @@ const NEWEST: [(&str, &str); 3] = [
 fn the_watcher_role_announces_newest_first_and_prover_roles_skip_stale_blocks() {
     let cluster = Cluster::start("roles-newest");
     let anvil = &cluster.anvil;
-    anvil.rpc("evm_setIntervalMining", json!([0]));
+    anvil.stop_interval_mining();
     cluster.init();
-    let first = quantity(&anvil.rpc("eth_blockNumber", json!([]))) + 1;
+    let first = anvil.latest() + 1;
     anvil.mine(5);
-    let block = anvil.rpc(
-        "eth_getBlockByNumber",
-        json!([format!("{:#x}", first + 4), false]),
-    );
-    let stale_time = quantity(&block["timestamp"]);
+    let stale_time = parse_quantity(&anvil.block(first + 4)["timestamp"]);
     // (a wait for the wall clock to pass a point, not for an amount of time)
     assert!(eventually(Duration::from_secs(10), || now_secs() > stale_time + 2));
     anvil.rpc("evm_setNextBlockTimestamp", json!([now_secs() + 3600]));

@@ -150,6 +150,24 @@ impl Anvil {
         rpc_call(self.addr, method, params).unwrap_or_else(|e| panic!("anvil {method}: {e}"))
     }
 
+    /// The number of the newest block.
+    pub fn latest(&self) -> u64 {
+        parse_quantity(&self.rpc("eth_blockNumber", json!([])))
+    }
+
+    /// Block `number` as the node returns it (without transactions).
+    pub fn block(&self, number: u64) -> Value {
+        self.rpc(
+            "eth_getBlockByNumber",
+            json!([format!("{number:#x}"), false]),
+        )
+    }
+
+    /// Stops anvil's own mining: only the blocks a test mines appear.
+    pub fn stop_interval_mining(&self) {
+        self.rpc("evm_setIntervalMining", json!([0]));
+    }
+
     /// The number of the current finalized block.
     pub fn finalized(&self) -> u64 {
         let block = self.rpc("eth_getBlockByNumber", json!(["finalized", false]));
@@ -183,8 +201,17 @@ impl Drop for Anvil {
     }
 }
 
-fn parse_quantity(value: &Value) -> u64 {
+/// A JSON-RPC quantity (`"0x1f"`) as a number.
+pub fn parse_quantity(value: &Value) -> u64 {
     let hex = value.as_str().and_then(|s| s.strip_prefix("0x"));
     hex.and_then(|h| u64::from_str_radix(h, 16).ok())
         .unwrap_or_else(|| panic!("not a JSON-RPC quantity: {value}"))
+}
+
+/// Now, in whole seconds since the Unix epoch (block timestamps' unit).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
 }
