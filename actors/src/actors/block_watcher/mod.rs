@@ -199,7 +199,10 @@ impl BlockWatcher {
                 tracing::warn!(%error, retry_in = ?delay, failures = self.failures, "block watcher: poll failed, retrying");
                 delay
             }
-            None if outcome.more => Duration::ZERO,
+            None if outcome.more => {
+                self.failures = 0;
+                Duration::ZERO
+            }
             None => {
                 self.failures = 0;
                 self.config.poll_interval.unwrap_or_else(|| {
