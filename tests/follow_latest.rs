@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::events::{self, Event};
-use support::node::{Anvil, now_secs, parse_quantity};
+use support::node::Anvil;
 use support::{Orchestrator, RUN_TIMEOUT, RunBuilder, eventually};
 
 /// Anvil without its own blocks: only what the test mines.
@@ -122,16 +122,9 @@ fn pushed_heads_are_proved_with_their_hash_and_a_reorg_orphans_the_replaced_proo
 #[test]
 fn backlog_newest_proves_the_newest_block_first_and_reports_the_stale_ones_skipped() {
     let anvil = quiet_anvil();
-    let first = anvil.latest() + 1;
-    // Five blocks that will be older than --max-age when the run starts...
-    anvil.mine(5);
-    let stale_time = parse_quantity(&anvil.block(first + 4)["timestamp"]);
-    // (a wait for the wall clock to pass a point, not for an amount of time)
-    assert!(eventually(Duration::from_secs(10), || now_secs() > stale_time + 2));
-    // ...and three fresh ones, stamped an hour ahead so they stay fresh.
-    anvil.rpc("evm_setNextBlockTimestamp", json!([now_secs() + 3600]));
-    anvil.mine(3);
-    let last = first + 7;
+    // Five blocks older than --max-age (2s) when the run starts, then three
+    // fresh ones.
+    let (first, last) = anvil.mine_stale_then_fresh(5, 2, 3);
 
     let mut run = RunBuilder::new("backlog-newest", &anvil.url())
         .args([

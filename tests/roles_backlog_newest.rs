@@ -12,9 +12,6 @@ use std::time::Duration;
 use nats_support::checks::completed_proofs;
 use nats_support::layout::{block_watcher, mock_prover, proof_matcher};
 use nats_support::{Cluster, LINGER};
-use serde_json::json;
-use support::eventually;
-use support::node::{now_secs, parse_quantity};
 
 const NEWEST: [(&str, &str); 3] = [
     ("ORCHESTRATOR_FOLLOW", "latest"),
@@ -28,14 +25,8 @@ fn the_watcher_role_announces_newest_first_and_prover_roles_skip_stale_blocks() 
     let anvil = &cluster.anvil;
     anvil.stop_interval_mining();
     cluster.init();
-    let first = anvil.latest() + 1;
-    anvil.mine(5);
-    let stale_time = parse_quantity(&anvil.block(first + 4)["timestamp"]);
-    // (a wait for the wall clock to pass a point, not for an amount of time)
-    assert!(eventually(Duration::from_secs(10), || now_secs() > stale_time + 2));
-    anvil.rpc("evm_setNextBlockTimestamp", json!([now_secs() + 3600]));
-    anvil.mine(3);
-    let last = first + 7;
+    // Five blocks older than --max-age (2s), then three fresh ones.
+    let (first, last) = anvil.mine_stale_then_fresh(5, 2, 3);
 
     // Every block is in the stream, in the watcher's order, before a prover
     // takes any: the order the prover sees is the watcher's alone.

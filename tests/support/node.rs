@@ -168,6 +168,26 @@ impl Anvil {
         self.rpc("evm_setIntervalMining", json!([0]));
     }
 
+    /// Mines `stale` blocks, waits until the wall clock is more than
+    /// `age_secs` past the newest of them (a wait for a point in time, not
+    /// for an amount of it), then mines `fresh` blocks stamped an hour ahead,
+    /// so they stay fresh while a test runs. Returns the first and the last
+    /// block mined. Call with interval mining stopped.
+    pub fn mine_stale_then_fresh(&self, stale: u64, age_secs: u64, fresh: u64) -> (u64, u64) {
+        let first = self.latest() + 1;
+        self.mine(stale);
+        let stale_time = parse_quantity(&self.block(first + stale - 1)["timestamp"]);
+        let aged = || now_secs() > stale_time + age_secs;
+        assert!(
+            super::eventually(Duration::from_secs(age_secs + 10), aged),
+            "the clock did not pass block {}'s time + {age_secs}s",
+            first + stale - 1
+        );
+        self.rpc("evm_setNextBlockTimestamp", json!([now_secs() + 3600]));
+        self.mine(fresh);
+        (first, first + stale + fresh - 1)
+    }
+
     /// The number of the current finalized block.
     pub fn finalized(&self) -> u64 {
         let block = self.rpc("eth_getBlockByNumber", json!(["finalized", false]));
