@@ -92,9 +92,9 @@ impl Gaps {
     /// were passed to reach it (itself included).
     pub fn take(&mut self, backlog: Backlog, every: u64) -> Option<(u64, Option<u64>, u64)> {
         let every = every.max(1);
+        let newest = matches!(backlog, Backlog::Newest { .. });
         let mut passed = 0;
         loop {
-            let newest = matches!(backlog, Backlog::Newest { .. });
             let gap = if newest {
                 self.gaps.back_mut()?
             } else {
@@ -109,11 +109,7 @@ impl Gaps {
             };
             let Some(block) = sampled else {
                 passed += hi - lo + 1;
-                if newest {
-                    self.gaps.pop_back();
-                } else {
-                    self.gaps.pop_front();
-                }
+                self.pop(newest);
                 continue;
             };
             passed += if newest {
@@ -121,24 +117,26 @@ impl Gaps {
             } else {
                 block - lo + 1
             };
-            if lo == hi {
-                if newest {
-                    self.gaps.pop_back();
-                } else {
-                    self.gaps.pop_front();
-                }
-            } else if newest {
-                if block == lo {
-                    self.gaps.pop_back();
-                } else {
-                    gap.hi = block - 1;
-                }
-            } else if block == hi {
-                self.gaps.pop_front();
+            // What is left of the gap beyond `block` and the blocks passed.
+            let left = if newest {
+                (block > lo).then(|| (lo, block - 1))
             } else {
-                gap.lo = block + 1;
+                (block < hi).then(|| (block + 1, hi))
+            };
+            match left {
+                Some((lo, hi)) => (gap.lo, gap.hi) = (lo, hi),
+                None => self.pop(newest),
             }
             return Some((block, stale, passed));
+        }
+    }
+
+    /// Drops the gap [`Gaps::take`] takes from: the newest or the oldest.
+    fn pop(&mut self, newest: bool) {
+        if newest {
+            self.gaps.pop_back();
+        } else {
+            self.gaps.pop_front();
         }
     }
 
