@@ -141,8 +141,7 @@ impl CompletedProof {
     pub fn id(&self) -> String {
         let mut id = format!("completed-{}-{}", self.block, self.prover);
         if let Some(hash) = &self.block_hash {
-            let short = hash.trim_start_matches("0x");
-            id = format!("{id}-{}", &short[..short.len().min(16)]);
+            id = format!("{id}-{}", hash_in_id(hash));
         }
         if self.orphaned {
             id.push_str("-orphaned");
@@ -269,6 +268,13 @@ impl JobEvent {
             bytes,
         )
     }
+}
+
+/// The part of a block hash that goes into message ids: its first 16 hex
+/// digits, enough to tell a block from the one a reorg put in its place.
+pub fn hash_in_id(hash: &str) -> &str {
+    let hex = hash.trim_start_matches("0x");
+    hex.get(..16).unwrap_or(hex)
 }
 
 /// Now, in milliseconds since the Unix epoch: the unit of every timestamp

@@ -14,7 +14,7 @@ pub use self::gaps::Backlog;
 use self::gaps::Gaps;
 use crate::backoff::Backoff;
 use crate::edges::{BlockHeader, ChainHead, EdgeError, Follow, Publisher};
-use crate::messages::{Envelope, meta, queues, unix_ms};
+use crate::messages::{Envelope, hash_in_id, meta, queues, unix_ms};
 use crate::metrics;
 use crate::shutdown::Lifeline;
 
@@ -424,8 +424,7 @@ fn announcement(
     let mut message = Envelope::block(block);
     if let Some(header) = header {
         if follow == Follow::Latest {
-            let short = header.hash.trim_start_matches("0x");
-            message.id = format!("block-{block}-{}", &short[..short.len().min(16)]);
+            message.id = format!("block-{block}-{}", hash_in_id(&header.hash));
         }
         message = message.with_meta(meta::BLOCK_HASH, &header.hash);
     }
