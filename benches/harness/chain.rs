@@ -87,13 +87,18 @@ impl Anvil {
         stream
             .set_read_timeout(Some(Duration::from_secs(600)))
             .map_err(|e| e.to_string())?;
-        write!(
-            stream,
+        // One write of the whole request: `write!` on the bare stream sends
+        // each piece as its own segment, and Nagle then holds the body back
+        // until anvil's delayed ACK (40 ms), which the latency part measured
+        // as the orchestrator's.
+        let request = format!(
             "POST / HTTP/1.0\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
-        )
-        .map_err(|e| e.to_string())?;
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
         let mut response = String::new();
         stream
             .read_to_string(&mut response)

@@ -2,6 +2,15 @@
 //! the run follows the latest head over a WebSocket. The no-op prover
 //! writes the CLOCK_REALTIME it started at to `NOOP_STAMP_DIR/<block>`; the
 //! bench takes the time just before asking anvil to mine (`evm_mine`).
+//!
+//! Blocks are mined [`SPACING`] apart, then back to back. Back to back
+//! measures anvil more than the orchestrator: its WebSocket server leaves
+//! Nagle's algorithm on, so a `newHeads` notification sent within 40 ms of
+//! its answer to our last request waits for our delayed ACK (seen with
+//! strace: the notification arrives ~40 ms after `evm_mine`, and the
+//! orchestrator starts the prover ~3 ms after that). Nodes that serve
+//! real chains (geth, reth) set TCP_NODELAY, and their blocks are seconds
+//! apart.
 
 use std::fs::File;
 use std::path::Path;
@@ -27,8 +36,18 @@ pub fn available(kit: &Kit) -> bool {
         .unwrap_or(false)
 }
 
-/// The latencies of one run, in milliseconds, sorted; and how many blocks
-/// never reached a prover within [`PER_BLOCK_LIMIT`].
+/// Time between the mining of one block and the next in the spaced half of
+/// a run: a fast L2's block time, far shorter than Ethereum's 12 s.
+pub const SPACING: Duration = Duration::from_millis(250);
+
+/// Both halves of one run: blocks [`SPACING`] apart, then back to back.
+pub struct Run {
+    pub spaced: Latencies,
+    pub back_to_back: Latencies,
+}
+
+/// The latencies of one series of blocks, in milliseconds, sorted; and how
+/// many blocks never reached a prover within [`PER_BLOCK_LIMIT`].
 pub struct Latencies {
     pub ms: Vec<f64>,
     pub missing: usize,
@@ -73,7 +92,7 @@ fn wait_stamp(dir: &Path, block: u64) -> Option<i128> {
 }
 
 /// One follower run over `blocks` freshly mined blocks.
-pub fn measure(kit: &Kit, blocks: usize) -> Result<Latencies, String> {
+pub fn measure(kit: &Kit, blocks: usize) -> Result<Run, String> {
     let anvil = Anvil::start(None)?;
     let dir = kit.scratch("latency");
     let stamps = dir.join("stamps");
@@ -93,30 +112,20 @@ pub fn measure(kit: &Kit, blocks: usize) -> Result<Latencies, String> {
         .map_err(|e| format!("orchestrator run --follow: {e}"))?;
     let result = (|| {
         // The first block also waits for the run to start up: not counted.
-        let mine = || anvil.call("evm_mine", json!([]));
         let first = anvil.block("latest")? + 1;
-        mine()?;
+        anvil.call("evm_mine", json!([]))?;
         if wait_stamp(&stamps, first).is_none() {
             return Err(format!(
                 "no prover started for the first block within {PER_BLOCK_LIMIT:?} (see {})",
                 dir.display()
             ));
         }
-        let mut latencies = Latencies {
-            ms: Vec::new(),
-            missing: 0,
-        };
-        for _ in 0..blocks {
-            let block = anvil.block("latest")? + 1;
-            let mined_at = now_ns();
-            mine()?;
-            match wait_stamp(&stamps, block) {
-                Some(started) => latencies.ms.push((started - mined_at) as f64 / 1e6),
-                None => latencies.missing += 1,
-            }
-        }
-        latencies.ms.sort_by(f64::total_cmp);
-        Ok(latencies)
+        let spaced = series(&anvil, &stamps, blocks, SPACING)?;
+        let back_to_back = series(&anvil, &stamps, blocks, Duration::ZERO)?;
+        Ok(Run {
+            spaced,
+            back_to_back,
+        })
     })();
     sys::terminate(&child);
     let _ = child.wait();
@@ -125,4 +134,32 @@ pub fn measure(kit: &Kit, blocks: usize) -> Result<Latencies, String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// Mines `blocks` blocks, each `spacing` after the one before (or at once
+/// when its prover has started, if that took longer), and takes each one's
+/// latency.
+fn series(
+    anvil: &Anvil,
+    stamps: &Path,
+    blocks: usize,
+    spacing: Duration,
+) -> Result<Latencies, String> {
+    let mut latencies = Latencies {
+        ms: Vec::new(),
+        missing: 0,
+    };
+    for _ in 0..blocks {
+        let block = anvil.block("latest")? + 1;
+        let mined_at = now_ns();
+        let next = std::time::Instant::now() + spacing;
+        anvil.call("evm_mine", json!([]))?;
+        match wait_stamp(stamps, block) {
+            Some(started) => latencies.ms.push((started - mined_at) as f64 / 1e6),
+            None => latencies.missing += 1,
+        }
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+    }
+    latencies.ms.sort_by(f64::total_cmp);
+    Ok(latencies)
 }
