@@ -2,6 +2,7 @@
 //! contract `BINARY --input-path IN.json --output-path OUT.json`.
 
 mod output;
+mod tagged;
 mod watchdog;
 
 use std::os::unix::fs::PermissionsExt;
@@ -356,65 +357,8 @@ struct GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         kill_group(self.pgid);
-        kill_tagged(&self.tag);
-    }
-}
-
-/// Kills every process whose environment holds `JOB_TAG_VAR=tag`: helpers
-/// that left the prover's process group. One that cleared its environment
-/// escapes; nothing short of a cgroup would catch it.
-fn kill_tagged(tag: &str) {
-    let wanted = format!("{JOB_TAG_VAR}={tag}");
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    // This runs at the end of every job over every process of the host, so
-    // each environment is read with as few syscalls as procfs allows, into
-    // one buffer for all of them.
-    let mut environ = Vec::with_capacity(ENVIRON_CHUNK);
-    for entry in processes.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // Other users' processes are unreadable, and not ours to kill.
-        if read_environ(&entry.path().join("environ"), &mut environ).is_err() {
-            continue;
-        }
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == wanted.as_bytes())
-        {
-            // It carries this run's tag, so the prover started it.
-            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// How much of a process's environment one `read` asks for.
-const ENVIRON_CHUNK: usize = 64 * 1024;
-
-/// Reads `/proc/<pid>/environ` into `buffer` (cleared first): open, read,
-/// close, and more reads only for an environment over [`ENVIRON_CHUNK`].
-/// `std::fs::read` would add a `statx` (useless: procfs says size 0) and
-/// several growing reads plus one to see the end.
-fn read_environ(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::io::Read;
-    buffer.clear();
-    let mut file = std::fs::File::open(path)?;
-    loop {
-        let start = buffer.len();
-        buffer.resize(start + ENVIRON_CHUNK, 0);
-        let read = file.read(&mut buffer[start..])?;
-        buffer.truncate(start + read);
-        // procfs fills a read up to its size while the environment lasts,
-        // so a short read is the end: no extra read to see 0 bytes.
-        if read < ENVIRON_CHUNK {
-            return Ok(());
-        }
+        // The group leader is the prover, so its helpers came after it.
+        tagged::kill(&format!("{JOB_TAG_VAR}={}", self.tag), self.pgid as u32);
     }
 }
 

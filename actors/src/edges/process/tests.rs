@@ -96,7 +96,10 @@ async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
     let dir = temp_dir(name);
     let pidfile = dir.join("process.pid");
     let body = body.replace("{pidfile}", &pidfile.display().to_string());
-    let failure = runner(&dir, &body, 1000).run(&job(b"1")).await.unwrap_err();
+    // Kept until the end: dropping it sets off its watchdog, which would
+    // kill the process whatever the job's own cleanup did.
+    let runner = runner(&dir, &body, 1000);
+    let failure = runner.run(&job(b"1")).await.unwrap_err();
     assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
@@ -116,6 +119,7 @@ async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
         let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
     assert!(gone, "{what} {pid} outlived its job");
+    drop(runner);
 }
 
 #[tokio::test]
