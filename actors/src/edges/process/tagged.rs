@@ -5,8 +5,10 @@
 //!
 //! This runs at the end of every job. Reading the environment of every
 //! process of the host cost ~160 syscalls a job on an idle machine, and
-//! more on a busy one; only processes started after the prover can be its
-//! helpers, so only their environments are read.
+//! more on a busy one. Only processes started after the prover can be its
+//! helpers, so only their environments are read: the pids handed out since
+//! the prover's, probed one by one when they are few, else picked from the
+//! listing of `/proc`.
 
 use std::io::Read;
 use std::path::Path;
@@ -17,46 +19,64 @@ use nix::unistd::Pid;
 /// Kills every process holding the environment entry `wanted`
 /// (`NAME=value`) among those started after process `leader`.
 pub(super) fn kill(wanted: &str, leader: u32) {
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let pids: Vec<u32> = processes
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .collect();
-    // Read after the listing, so every pid in it was handed out by then.
     // Unknown (no procfs entry, a kernel without it): every process counts.
     let window = last_pid().map(|last| PidWindow {
         after: leader,
         last,
     });
-    // Each environment is read into one buffer, with as few syscalls as
-    // procfs allows.
-    let mut environ = Vec::with_capacity(ENVIRON_CHUNK);
-    for pid in pids {
-        if window.is_some_and(|w| !w.contains(pid)) {
-            continue;
+    let mut killer = Killer {
+        wanted: wanted.as_bytes(),
+        environ: Vec::with_capacity(ENVIRON_CHUNK),
+    };
+    // Usually only a few pids were handed out during the job: opening
+    // each one's entry (absent ones fail at once) costs less than listing
+    // every process of the host. A pid may name a thread, whose entry
+    // exists though unlisted; its environment is its process's.
+    if let Some(pids) = window.and_then(PidWindow::few) {
+        pids.for_each(|pid| killer.check(pid));
+        return;
+    }
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    processes
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&pid| window.is_none_or(|w| w.contains(pid)))
+        .for_each(|pid| killer.check(pid));
+}
+
+/// Kills the processes whose environment holds `wanted`, reading each into
+/// one buffer with as few syscalls as procfs allows.
+struct Killer<'a> {
+    wanted: &'a [u8],
+    environ: Vec<u8>,
+}
+
+impl Killer<'_> {
+    fn check(&mut self, pid: u32) {
+        let Ok(raw) = i32::try_from(pid) else {
+            return;
+        };
+        // Gone, or another user's (unreadable, and not ours to kill).
+        let path = format!("/proc/{pid}/environ");
+        if read_environ(Path::new(&path), &mut self.environ).is_err() {
+            return;
         }
-        // Other users' processes are unreadable, and not ours to kill.
-        if read_environ(
-            &Path::new("/proc").join(pid.to_string()).join("environ"),
-            &mut environ,
-        )
-        .is_err()
-        {
-            continue;
-        }
-        if environ
+        if self
+            .environ
             .split(|&b| b == 0)
-            .any(|var| var == wanted.as_bytes())
+            .any(|var| var == self.wanted)
         {
             // It carries this run's tag, so the prover started it.
-            if let Ok(pid) = i32::try_from(pid) {
-                let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            let _ = signal::kill(Pid::from_raw(raw), Signal::SIGKILL);
         }
     }
 }
+
+/// Up to how many pids handed out during a job are probed one by one
+/// rather than found by listing `/proc`.
+const FEW_PIDS: u32 = 256;
 
 /// The last pid the kernel handed out in this process's pid namespace.
 fn last_pid() -> Option<u32> {
@@ -78,6 +98,12 @@ struct PidWindow {
 }
 
 impl PidWindow {
+    /// Its pids, when there are at most [`FEW_PIDS`] and it does not wrap.
+    fn few(self) -> Option<std::ops::RangeInclusive<u32>> {
+        (self.after <= self.last && self.last - self.after <= FEW_PIDS)
+            .then(|| self.after + 1..=self.last)
+    }
+
     fn contains(self, pid: u32) -> bool {
         if self.after <= self.last {
             self.after < pid && pid <= self.last
@@ -112,7 +138,7 @@ fn read_environ(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::PidWindow;
+    use super::{FEW_PIDS, PidWindow};
 
     #[test]
     fn the_window_holds_the_pids_handed_out_after_the_leader() {
@@ -146,5 +172,28 @@ mod tests {
             last: 300,
         };
         assert!(!w.contains(300) && !w.contains(301) && !w.contains(299));
+        assert_eq!(w.few().map(Iterator::count), Some(0));
+    }
+
+    #[test]
+    fn only_a_small_unwrapped_window_is_probed_pid_by_pid() {
+        let small = PidWindow {
+            after: 100,
+            last: 103,
+        };
+        assert_eq!(
+            small.few().map(Iterator::collect),
+            Some(vec![101, 102, 103])
+        );
+        let large = PidWindow {
+            after: 100,
+            last: 100 + FEW_PIDS + 1,
+        };
+        assert!(large.few().is_none());
+        let wrapped = PidWindow {
+            after: 4_194_300,
+            last: 3,
+        };
+        assert!(wrapped.few().is_none());
     }
 }

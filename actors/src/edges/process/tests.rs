@@ -184,6 +184,15 @@ async fn a_helper_that_left_the_process_group_dies_with_the_job() {
     a_timed_out_job_leaves_no("the setsid helper", "setsid", body).await;
 }
 
+#[tokio::test]
+async fn a_helper_is_found_after_hundreds_of_processes_came_and_went() {
+    // More pids handed out during the job than are probed one by one, so
+    // the job's end lists /proc instead.
+    let body = "setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & \
+                i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i + 1)); done; sleep 30";
+    a_timed_out_job_leaves_no("the setsid helper", "setsid-busy", body).await;
+}
+
 #[test]
 fn unusable_binaries_are_refused_at_start() {
     let dir = temp_dir("bins");
