@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::latency::{self, Latencies, Run};
-use crate::roles::Raw;
+use crate::roles::{Backlog, Raw};
 use crate::sys::{Machine, Measured, Stats};
 
 /// Part 1, for one worker count: the floor and the orchestrator, repeat
@@ -47,7 +47,7 @@ impl Part2 {
 #[derive(Default)]
 pub struct Part3 {
     pub raw: Vec<Result<Raw, String>>,
-    pub roles: [Vec<Result<Duration, String>>; 2],
+    pub roles: [Vec<Result<Backlog, String>>; 2],
 }
 
 /// Part 4: measured, or not possible with this build.
@@ -116,11 +116,8 @@ impl Results {
 }
 
 /// The successful values of some repeats, and the errors of the others.
-fn split<T: Copy>(runs: &[Result<T, String>]) -> (Vec<T>, Vec<&str>) {
-    let ok = runs
-        .iter()
-        .filter_map(|r| r.as_ref().ok().copied())
-        .collect();
+fn split<T>(runs: &[Result<T, String>]) -> (Vec<&T>, Vec<&str>) {
+    let ok = runs.iter().filter_map(|r| r.as_ref().ok()).collect();
     let errors = runs
         .iter()
         .filter_map(|r| r.as_ref().err().map(String::as_str))
@@ -146,7 +143,7 @@ fn show(s: Option<Stats>, decimals: usize) -> String {
     s.map_or("failed".to_owned(), |s| s.show(decimals))
 }
 
-fn max_load(runs: &[Measured]) -> f64 {
+fn max_load(runs: &[&Measured]) -> f64 {
     runs.iter().map(|m| m.load).fold(0.0, f64::max)
 }
 
@@ -250,8 +247,8 @@ and its provers (wait4). Target: ratio ≤ 1.3.\n\n\
         let (floor, fe) = split(&row.floor);
         let (run, re) = split(&row.run);
         failed.extend(fe.into_iter().chain(re));
-        let wall = |v: &Vec<Measured>| stats(v, |m| ms_per(m.wall, 2_000));
-        let cpu = |v: &Vec<Measured>| stats(v, |m| ms_per(m.cpu, 2_000));
+        let wall = |v: &[&Measured]| stats(v, |m| ms_per(m.wall, 2_000));
+        let cpu = |v: &[&Measured]| stats(v, |m| ms_per(m.cpu, 2_000));
         let ratio = |a: Option<Stats>, b: Option<Stats>| match (a, b) {
             (Some(a), Some(b)) => Some(b.median / a.median),
             _ => None,
@@ -292,8 +289,8 @@ the provers are far smaller). Target: per-block cost and peak RSS within\n\
         base.blocks, base.blocks
     );
     let (base_runs, _) = split(&base.runs);
-    let per_block = |v: &Vec<Measured>, n: u64| stats(v, |m| ms_per(m.wall, n));
-    let rss = |v: &Vec<Measured>| stats(v, |m| m.maxrss_kib as f64 / 1024.0);
+    let per_block = |v: &[&Measured], n: u64| stats(v, |m| ms_per(m.wall, n));
+    let rss = |v: &[&Measured]| stats(v, |m| m.maxrss_kib as f64 / 1024.0);
     let base_cost = per_block(&base_runs, base.blocks);
     let base_rss = rss(&base_runs);
     let mut failed = Vec::new();
@@ -329,6 +326,33 @@ the provers are far smaller). Target: per-block cost and peak RSS within\n\
     o.push('\n');
 }
 
+/// Where role mode's CPU goes: per process, ms per block, median over the
+/// repeats (start-up included), against part 1's whole-run CPU per job.
+fn cpu_by_process(o: &mut String, p3: &Part3) {
+    o.push_str("\nCPU per block by process, ms (median of the repeats; start-up included):\n");
+    for (i, runs) in p3.roles.iter().enumerate() {
+        let (ok, _) = split(runs);
+        let Some(first) = ok.first() else {
+            continue;
+        };
+        let parts: Vec<String> = first
+            .cpu_ms_per_block
+            .iter()
+            .map(|(label, _)| {
+                let of = |b: &&Backlog| {
+                    b.cpu_ms_per_block
+                        .iter()
+                        .find(|(l, _)| l == label)
+                        .map_or(f64::NAN, |(_, ms)| *ms)
+                };
+                let median = stats(&ok, of).map_or(f64::NAN, |s| s.median);
+                format!("{label} {median:.2}")
+            })
+            .collect();
+        let _ = writeln!(o, "- {} prover process(es): {}", i + 1, parts.join(", "));
+    }
+}
+
 fn part3(o: &mut String, r: &Results) {
     let Some(p3) = &r.part3 else {
         return;
@@ -354,7 +378,7 @@ prover does, or 100 at a time).\n\n\
         let provers = i + 1;
         let (took, e) = split(runs);
         failed.extend(e);
-        let rate = stats(&took, |d| 2_000.0 / d.as_secs_f64());
+        let rate = stats(&took, |b| 2_000.0 / b.took.as_secs_f64());
         let standalone = r
             .part1
             .iter()
@@ -379,6 +403,7 @@ prover does, or 100 at a time).\n\n\
         show(raw_one, 0),
         show(stats(&raw, |x| x.pull_batch), 0)
     );
+    cpu_by_process(o, p3);
     errors(o, "a run", &failed);
     o.push('\n');
 }

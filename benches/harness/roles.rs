@@ -65,15 +65,22 @@ impl Drop for Nats {
     }
 }
 
+/// One role process of a run: what it is, the process, its metrics port.
+struct Role {
+    label: String,
+    child: Child,
+    port: u16,
+}
+
 /// `orchestrator <role>` with a clean environment plus `env`; its logs go
-/// to `<dir>/<label>.stderr`. Returns the child and its metrics port.
+/// to `<dir>/<label>.stderr`.
 fn role(
     kit: &Kit,
     dir: &Path,
     label: &str,
     command: &str,
     env: &[(&str, String)],
-) -> Result<(Child, u16), String> {
+) -> Result<Role, String> {
     let port = sys::free_port();
     let mut cmd = Command::new(&kit.orchestrator);
     cmd.arg(command).env_clear();
@@ -95,7 +102,11 @@ fn role(
         )
         .spawn()
         .map_err(|e| format!("{label}: {e}"))?;
-    Ok((child, port))
+    Ok(Role {
+        label: label.to_owned(),
+        child,
+        port,
+    })
 }
 
 /// Whether `/readyz` on `port` answers 200.
@@ -112,23 +123,32 @@ fn ready(port: u16) -> bool {
     response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
 }
 
+/// One role-mode backlog: how long it took, and the CPU each process used
+/// for it.
+pub struct Backlog {
+    /// From the watcher's start to the last completed proof.
+    pub took: Duration,
+    /// (process, CPU milliseconds per block), nats-server's included; the
+    /// roles' start-up is in it too.
+    pub cpu_ms_per_block: Vec<(String, f64)>,
+}
+
 /// One role-mode backlog of `blocks` blocks from `from` with `provers`
-/// prover processes: the seconds from the watcher's start to the last
-/// completed proof.
+/// prover processes.
 pub fn backlog(
     kit: &Kit,
     anvil: &Anvil,
     from: u64,
     blocks: u64,
     provers: usize,
-) -> Result<Duration, String> {
+) -> Result<Backlog, String> {
     let dir = kit.scratch(&format!("roles-{provers}"));
     let nats = Nats::start(&dir)?;
     let base = vec![("NATS_URL", nats.url.clone()), ("L1_RPC", anvil.http_url())];
     let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
         base.iter().cloned().chain(extra.iter().cloned()).collect()
     };
-    let (mut init, _) = role(kit, &dir, "init", "init", &base)?;
+    let mut init = role(kit, &dir, "init", "init", &base)?.child;
     let (status, _) = sys::wait4(&init)?;
     let _ = init.try_wait();
     if status != 0 {
@@ -160,7 +180,7 @@ pub fn backlog(
             ("OUTPUT_QUEUE", "completed_proofs".into()),
         ]),
     )?);
-    for (child, port) in &mut running.0 {
+    for Role { child, port, .. } in &mut running.0 {
         if !sys::wait_for(Duration::from_secs(60), || ready(*port)) {
             let gone = child.try_wait().ok().flatten();
             return Err(format!(
@@ -215,22 +235,30 @@ pub fn backlog(
         }
         Ok::<_, String>(started.elapsed())
     })?;
+    let per_block = |pid: u32| sys::cpu_time(pid).map(|t| t.as_secs_f64() * 1000.0 / blocks as f64);
+    let cpu_ms_per_block = std::iter::once(("nats-server".to_owned(), nats.child.id()))
+        .chain(running.0.iter().map(|r| (r.label.clone(), r.child.id())))
+        .filter_map(|(label, pid)| Some((label, per_block(pid)?)))
+        .collect();
     drop(running);
     drop(nats);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(took)
+    Ok(Backlog {
+        took,
+        cpu_ms_per_block,
+    })
 }
 
 /// The role processes of one run: SIGTERM, then reaped, when dropped.
-struct Running(Vec<(Child, u16)>);
+struct Running(Vec<Role>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for (child, _) in &self.0 {
-            sys::terminate(child);
+        for role in &self.0 {
+            sys::terminate(&role.child);
         }
-        for (child, _) in &mut self.0 {
-            let _ = child.wait();
+        for role in &mut self.0 {
+            let _ = role.child.wait();
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What every part of the bench needs from the system: the machine's
-//! description, its load, a child process timed with its rusage, free ports,
+//! description, its load, a child process timed with its rusage, a running
+//! one's CPU time, free ports,
 //! the test tools, and min/median/max over repeats.
 
 use std::net::TcpListener;
@@ -107,6 +108,19 @@ pub fn wait4(child: &Child) -> Result<(i32, libc::rusage), String> {
 pub fn terminate(child: &Child) {
     // SAFETY: kill(2) on our own child, not reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// The CPU time (user + system) process `pid` has used so far, from
+/// `/proc/<pid>/stat`; `None` once it is gone.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces), fields 3 onwards;
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
 }
 
 /// A loopback port nothing listens on right now.
