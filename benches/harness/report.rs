@@ -349,7 +349,18 @@ fn cpu_by_process(o: &mut String, p3: &Part3) {
                 format!("{label} {median:.2}")
             })
             .collect();
-        let _ = writeln!(o, "- {} prover process(es): {}", i + 1, parts.join(", "));
+        let messages = |f: fn((f64, f64)) -> f64| {
+            stats(&ok, |b| b.nats_messages_per_block.map_or(f64::NAN, f))
+                .map_or(f64::NAN, |s| s.median)
+        };
+        let _ = writeln!(
+            o,
+            "- {} prover process(es): {}; NATS messages per block {:.1} in, {:.1} out",
+            i + 1,
+            parts.join(", "),
+            messages(|m| m.0),
+            messages(|m| m.1)
+        );
     }
 }
 

@@ -27,17 +27,21 @@ const BACKLOG_LIMIT: Duration = Duration::from_secs(600);
 pub struct Nats {
     child: Child,
     pub url: String,
+    /// Its HTTP monitoring port (`/varz`).
+    monitor: u16,
 }
 
 impl Nats {
     /// Starts one on free ports, its store under `dir`.
     pub fn start(dir: &Path) -> Result<Nats, String> {
         let port = sys::free_port();
+        let monitor = sys::free_port();
         let child = Command::new(sys::tool("nats-server"))
             .arg("-js")
             .arg("-sd")
             .arg(dir.join("store"))
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -46,6 +50,7 @@ impl Nats {
         let nats = Nats {
             child,
             url: format!("nats://127.0.0.1:{port}"),
+            monitor,
         };
         let up = sys::wait_for(Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -55,6 +60,16 @@ impl Nats {
         } else {
             Err("nats-server did not start".into())
         }
+    }
+}
+
+impl Nats {
+    /// The messages the server has taken in from clients and sent out to
+    /// them so far (`in_msgs`, `out_msgs` of `/varz`).
+    fn messages(&self) -> Option<(u64, u64)> {
+        let body = http_get(self.monitor, "/varz")?;
+        let varz: serde_json::Value = serde_json::from_str(body.split_once("\r\n\r\n")?.1).ok()?;
+        Some((varz["in_msgs"].as_u64()?, varz["out_msgs"].as_u64()?))
     }
 }
 
@@ -109,18 +124,22 @@ fn role(
     })
 }
 
-/// Whether `/readyz` on `port` answers 200.
-fn ready(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(stream, "GET /readyz HTTP/1.0\r\n\r\n").is_err() {
-        return false;
-    }
+/// `GET path` on loopback `port` over HTTP/1.0: the whole response.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+    Some(response)
+}
+
+/// Whether `/readyz` on `port` answers 200.
+fn ready(port: u16) -> bool {
+    http_get(port, "/readyz")
+        .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
 }
 
 /// One role-mode backlog: how long it took, and the CPU each process used
@@ -131,6 +150,9 @@ pub struct Backlog {
     /// (process, CPU milliseconds per block), nats-server's included; the
     /// roles' start-up is in it too.
     pub cpu_ms_per_block: Vec<(String, f64)>,
+    /// Messages nats-server took in from and sent out to the roles, per
+    /// block, over the backlog alone (counted from the watcher's start).
+    pub nats_messages_per_block: Option<(f64, f64)>,
 }
 
 /// One role-mode backlog of `blocks` blocks from `from` with `provers`
@@ -204,6 +226,7 @@ pub fn backlog(
             .map_err(|e| e.to_string())?;
         client.flush().await.map_err(|e| e.to_string())?;
         let to = from + blocks - 1;
+        let before = nats.messages();
         let started = Instant::now();
         running.0.push(role(
             kit,
@@ -233,8 +256,13 @@ pub fn backlog(
                 seen.insert(block);
             }
         }
-        Ok::<_, String>(started.elapsed())
+        Ok::<_, String>((started.elapsed(), before))
     })?;
+    let (took, before) = took;
+    let nats_messages_per_block = before.zip(nats.messages()).map(|((i0, o0), (i1, o1))| {
+        let per_block = |n: u64| n as f64 / blocks as f64;
+        (per_block(i1 - i0), per_block(o1 - o0))
+    });
     let per_block = |pid: u32| sys::cpu_time(pid).map(|t| t.as_secs_f64() * 1000.0 / blocks as f64);
     let cpu_ms_per_block = std::iter::once(("nats-server".to_owned(), nats.child.id()))
         .chain(running.0.iter().map(|r| (r.label.clone(), r.child.id())))
@@ -246,6 +274,7 @@ pub fn backlog(
     Ok(Backlog {
         took,
         cpu_ms_per_block,
+        nats_messages_per_block,
     })
 }
 
