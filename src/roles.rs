@@ -232,11 +232,10 @@ pub async fn start(role: Role, s: Settings, shutdown: Shutdown) -> anyhow::Resul
                 &shutdown,
             );
             if let Some(dashboard) = &dashboard {
-                // A consumer of its own: the matcher's acks are its own business.
-                let name = format!("{}-dashboard", io.consumer);
+                // It watches, it takes no part: no consumer of its own to
+                // ack, so it costs NATS one long pull per batch.
                 let queues = QUEUES.map(str::to_owned);
-                let spec = consumer_spec(&name, &queues, None, &s);
-                dashboard.follow(Box::new(bus.source(&spec).await?), &shutdown);
+                dashboard.follow(Box::new(bus.follower(&queues).await?), &shutdown);
             }
         }
         Role::EthProofsReporter => {

@@ -62,6 +62,9 @@ impl Edges {
             Edges::Local(bus) => Box::new(bus.subscribe(queues)),
             Edges::Nats(bus) => {
                 let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+                if group == "dashboard" {
+                    return Ok(Box::new(bus.follower(&queues).await?));
+                }
                 let name = format!("standalone-{group}");
                 let attempts = (group == "prover").then_some(s.max_attempts);
                 Box::new(

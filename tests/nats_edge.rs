@@ -8,10 +8,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::consumer::AckPolicy;
+use futures_util::TryStreamExt;
 use nats_support::NatsServer;
 use nats_support::edge::{consumer_info, source, source_with_ack_wait};
 use orchestrator_actors::edges::match_store::{BlockRecord, MatchStore};
-use orchestrator_actors::edges::nats::{NatsBus, NatsSource};
+use orchestrator_actors::edges::nats::{NatsBus, NatsSource, Topology};
 use orchestrator_actors::edges::{Delivery, JobSource, Publisher};
 use orchestrator_actors::messages::{DeadLetter, Envelope, meta, queues};
 
@@ -185,4 +187,62 @@ async fn metadata_travels_in_headers_beside_an_untouched_payload() {
     let delivery = next(&mut proofs).await.expect("the proof");
     assert_eq!(delivery.payload, envelope.payload, "payload byte for byte");
     assert_eq!(delivery.meta, envelope.meta);
+}
+
+#[tokio::test]
+async fn a_follower_sees_what_comes_after_it_on_its_queues_in_order_without_acks() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    let publisher = bus.publisher();
+    publisher
+        .publish(queues::BLOCKS, Envelope::block(1))
+        .await
+        .unwrap();
+    let queues_followed = [
+        queues::BLOCKS.to_owned(),
+        queues::COMPLETED_PROOFS.to_owned(),
+    ];
+    let mut follower = bus.follower(&queues_followed).await.unwrap();
+    for block in 2..=201 {
+        publisher
+            .publish(queues::BLOCKS, Envelope::block(block))
+            .await
+            .unwrap();
+        publisher
+            .publish(queues::STEPS, Envelope::new(format!("s-{block}"), "{}"))
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish(queues::COMPLETED_PROOFS, Envelope::new("done-2", "{}"))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 201 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), follower.next_up_to(64))
+            .await
+            .unwrap_or_else(|_| panic!("only {} messages followed: {seen:?}", seen.len()));
+        for delivery in batch {
+            delivery.ack.ack().await.unwrap();
+            seen.push(delivery.id);
+        }
+    }
+    let expected: Vec<String> = (2..=201)
+        .map(|b| format!("block-{b}"))
+        .chain(["done-2".to_owned()])
+        .collect();
+    assert_eq!(seen, expected, "the earlier block, or a step, was followed");
+    let client = async_nats::connect(server.url()).await.expect("raw client");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(Topology::default().stream)
+        .await
+        .expect("the stream exists");
+    let consumers: Vec<_> = stream.consumers().try_collect().await.unwrap();
+    assert!(!consumers.is_empty(), "no consumer follows");
+    assert!(
+        consumers
+            .iter()
+            .all(|c| c.config.durable_name.is_none() && c.config.ack_policy == AckPolicy::None),
+        "following left a durable or acked consumer: {consumers:?}"
+    );
 }

@@ -3,10 +3,11 @@
 //! one embedded HTML file with plain JavaScript that polls the API, so no
 //! front-end toolchain is needed to build or run it.
 //!
-//! Its state ([`state::Board`]) is fed by a consumer of its own on
+//! Its state ([`state::Board`]) is fed by a source of its own on
 //! `job_events`, `completed_proofs`, `dead_letter` and `blocks`
-//! ([`QUEUES`]), which acks everything and never dead-letters: the
-//! dashboard watches the pipeline, it takes no part in it.
+//! ([`QUEUES`]): on NATS a follower (an ordered consumer without acks),
+//! which never dead-letters. The dashboard watches the pipeline, it takes no
+//! part in it.
 
 pub mod state;
 #[cfg(test)]
@@ -114,7 +115,8 @@ impl Handler<Inbound> for Feed {
     fn handle(&mut self, Inbound(delivery): Inbound, ctx: &mut Self::Context) {
         self.0.take(&delivery);
         ctx.spawn(fut::wrap_future(async move {
-            // Unconfirmed: a redelivery only updates the board again.
+            // Unconfirmed: a redelivery only updates the board again (a
+            // no-op for a follower; the local bus needs it).
             if let Err(error) = delivery.ack.ack_unconfirmed().await {
                 tracing::debug!(%error, "dashboard: could not ack a message");
             }

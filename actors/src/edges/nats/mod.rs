@@ -8,6 +8,7 @@
 //! [`MatchStore`]: super::match_store::MatchStore
 
 mod connect;
+mod follow;
 mod lookup;
 pub mod payload;
 mod publish;
@@ -27,6 +28,7 @@ use backon::Retryable;
 use thiserror::Error;
 
 pub use connect::{NatsOptions, shown_url};
+pub use follow::NatsFollower;
 pub use lookup::StoredProof;
 pub use payload::{
     PAYLOAD_OBJECT_HEADER, PayloadConfig, PayloadError, PayloadRef, resolve_payload,

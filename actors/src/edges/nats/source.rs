@@ -154,11 +154,7 @@ impl NatsSource {
         let (attempt, sequence) = message.info().map_or((1, 0), |info| {
             (info.delivered.max(1) as u32, info.stream_sequence)
         });
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map_or_else(|| format!("seq-{sequence}"), |v| v.as_str().to_owned());
+        let id = message_id(&message, sequence);
         let queue = self.bus.topology.queue(message.subject.as_str()).to_owned();
         let stored = self
             .bus
@@ -215,6 +211,16 @@ impl NatsSource {
             tracing::warn!(queue = %ack.queue, id = %ack.id, %error, "could not settle the message; it is redelivered after the ack wait");
         }
     }
+}
+
+/// The id `message` was published with (`Nats-Msg-Id`), or one made of
+/// its stream `sequence` when it has none.
+pub(super) fn message_id(message: &jetstream::Message, sequence: u64) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map_or_else(|| format!("seq-{sequence}"), |v| v.as_str().to_owned())
 }
 
 /// Settles one JetStream message.
