@@ -129,16 +129,10 @@ pub(super) async fn settle(
         e.proving_ms = Some(proving_ms);
         e.output_bytes = Some(output_bytes);
     });
+    if let Err(error) = delivery.ack.ack().await {
+        tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
+    }
     tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
-    // The output is stored, so the worker takes its next job while the
-    // ack's confirmation comes back. Tracked work: a stopping process
-    // waits for it, as a lost ack would run the prover again.
-    let Delivery { ack, id, .. } = delivery;
-    shutdown.spawn(async move {
-        if let Err(error) = ack.ack().await {
-            tracing::warn!(job = %id, %error, "output published but ack failed; a redelivery will be deduplicated");
-        }
-    });
     (Outcome::Proved { publish_retries }, retire)
 }
 
