@@ -61,9 +61,7 @@ impl Nats {
             Err("nats-server did not start".into())
         }
     }
-}
 
-impl Nats {
     /// The messages the server has taken in from clients and sent out to
     /// them so far (`in_msgs`, `out_msgs` of `/varz`).
     fn messages(&self) -> Option<(u64, u64)> {

@@ -1,7 +1,7 @@
 //! What every part of the bench needs from the system: the machine's
 //! description, its load, a child process timed with its rusage, a running
-//! one's CPU time, free ports,
-//! the test tools, and min/median/max over repeats.
+//! one's CPU time, free ports, the test tools, and min/median/max over
+//! repeats.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

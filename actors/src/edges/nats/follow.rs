@@ -30,17 +30,14 @@ pub struct NatsFollower {
 impl NatsBus {
     /// Follows `queues` from now on, without a durable consumer or acks.
     pub async fn follower(&self, queues: &[String]) -> Result<NatsFollower, NatsError> {
-        let mut subjects: Vec<String> = queues.iter().map(|q| self.topology.subject(q)).collect();
-        subjects.sort();
-        subjects.dedup();
-        let mut follower = NatsFollower {
+        let subjects = self.subjects(queues);
+        let messages = Some(open(self, &subjects).await?);
+        tracing::info!(queues = ?queues, "following");
+        Ok(NatsFollower {
             bus: self.clone(),
             subjects,
-            messages: None,
-        };
-        follower.messages = Some(open(self, &follower.subjects).await?);
-        tracing::info!(queues = ?queues, "following");
-        Ok(follower)
+            messages,
+        })
     }
 }
 

@@ -288,15 +288,18 @@ impl NatsBus {
         &self.topology
     }
 
-    /// A source reading `spec.queues` as consumer `spec.name` (created if missing).
-    pub async fn source(&self, spec: &ConsumerSpec) -> Result<NatsSource, NatsError> {
-        let mut subjects: Vec<String> = spec
-            .queues
-            .iter()
-            .map(|q| self.topology.subject(q))
-            .collect();
+    /// The subjects of `queues`, sorted and without repeats, as a
+    /// consumer's filter.
+    fn subjects(&self, queues: &[String]) -> Vec<String> {
+        let mut subjects: Vec<String> = queues.iter().map(|q| self.topology.subject(q)).collect();
         subjects.sort();
         subjects.dedup();
+        subjects
+    }
+
+    /// A source reading `spec.queues` as consumer `spec.name` (created if missing).
+    pub async fn source(&self, spec: &ConsumerSpec) -> Result<NatsSource, NatsError> {
+        let subjects = self.subjects(&spec.queues);
         let mut config = pull::Config {
             ack_policy: AckPolicy::Explicit,
             ack_wait: spec.ack_wait,
