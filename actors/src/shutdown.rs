@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// Why the process stops, and with which exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,13 @@ impl Shutdown {
     /// `work`, counted as unfinished until it completes or is dropped.
     pub fn track<F: Future>(&self, work: F) -> impl Future<Output = F::Output> + use<F> {
         self.tracker.track_future(work)
+    }
+
+    /// Counts as unfinished tracked work until dropped: for work that
+    /// passes from one future to the next, with no moment in between in
+    /// which the process could think it done.
+    pub fn hold(&self) -> TaskTrackerToken {
+        self.tracker.token()
     }
 
     /// Runs `task` on the current arbiter as tracked work: the process waits

@@ -1,6 +1,9 @@
 //! The life of one job on the pool: run it on a worker, keep it alive at its
 //! source while it runs, publish its output (retrying only the publish), and
 //! settle it: ack, nak for a retry, dead-letter, or hand back at shutdown.
+//! The publish and ack of a proved job are a phase of their own
+//! ([`Publish`]): they need no worker, so the worker takes its next job
+//! while they wait for the server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,18 +45,28 @@ pub(super) enum Outcome {
     Skipped,
 }
 
-/// Runs one delivery on `worker` and settles it at its source. Returns how it
-/// ended and whether the worker must be replaced.
-pub(super) async fn settle(
+/// Where a job is once its prover is done with it.
+pub(super) enum Ran {
+    /// Settled at its source already: it failed, was skipped or handed back.
+    Settled(Outcome),
+    /// Proved: its output still has to be published and the job acked,
+    /// which needs no worker.
+    Proved(Box<Publish>),
+}
+
+/// Runs one delivery on `worker`. A job that failed is settled at its
+/// source here; a proved one comes back as [`Ran::Proved`] to be published.
+/// Also returns whether the worker must be replaced.
+pub(super) async fn run(
     worker: Addr<ProverWorker>,
     delivery: Delivery,
     config: Arc<PoolConfig>,
     publisher: Arc<dyn Publisher>,
     shutdown: Shutdown,
-) -> (Outcome, bool) {
+) -> (Ran, bool) {
     let Some(route) = config.routes.iter().find(|r| r.input == delivery.queue) else {
         let reason = format!("no route for queue {}", delivery.queue);
-        return (reject(&delivery, &reason).await, false);
+        return (Ran::Settled(reject(&delivery, &reason).await), false);
     };
     if delivery.attempt > config.max_attempts {
         // Only a delivery that was never settled with a result gets here (a
@@ -65,7 +78,7 @@ pub(super) async fn settle(
             "delivered {} times, more than the {} attempts allowed, so not run again; no earlier delivery ended with a result this host could see (a host stopped or crashed while proving it, handed it back at shutdown, or could not dead-letter it): the causes are in the logs of the hosts that ran job {}",
             delivery.attempt, config.max_attempts, delivery.id
         );
-        return (reject(&delivery, &reason).await, false);
+        return (Ran::Settled(reject(&delivery, &reason).await), false);
     }
     let events = Events::new(&config.name, &delivery, publisher.clone());
     if let Some(reason) = too_old(&delivery, config.max_age) {
@@ -74,7 +87,7 @@ pub(super) async fn settle(
         if let Err(error) = delivery.ack.ack().await {
             tracing::warn!(job = %delivery.id, %error, "could not ack a skipped job; it will be delivered again and skipped again");
         }
-        return (Outcome::Skipped, false);
+        return (Ran::Settled(Outcome::Skipped), false);
     }
     events.send(JobStatus::Queued, |_| {});
     let started = Instant::now();
@@ -85,7 +98,7 @@ pub(super) async fn settle(
     });
     let answer = tokio::select! {
         biased;
-        _ = shutdown.triggered() => return (hand_back(&delivery).await, false),
+        _ = shutdown.triggered() => return (Ran::Settled(hand_back(&delivery).await), false),
         answer = keep_alive(run, delivery.ack.as_ref(), config.progress_interval) => answer,
     };
     let result = answer.unwrap_or(Err(JobFailure::WorkerLost));
@@ -107,7 +120,8 @@ pub(super) async fn settle(
         Ok(envelopes) => envelopes,
         Err(failure) => {
             events.send(JobStatus::Failed, |e| e.error = Some(failure.to_string()));
-            return (settle_failure(&delivery, &failure, &config).await, retire);
+            let outcome = settle_failure(&delivery, &failure, &config).await;
+            return (Ran::Settled(outcome), retire);
         }
     };
     let output_bytes = envelopes.iter().map(|e| e.payload.len() as u64).sum();
@@ -115,25 +129,73 @@ pub(super) async fn settle(
         .into_iter()
         .map(|e| with_block_meta(e.with_meta(meta::PROVING_MS, proving_ms), &delivery))
         .collect();
-    let publishing = publish_all(publisher.as_ref(), &route.output, envelopes, &delivery.id);
-    let publish_retries =
-        match keep_alive(publishing, delivery.ack.as_ref(), config.progress_interval).await {
-            Ok(retries) => retries,
-            Err(error) => {
-                let reason = format!("the proved output can never be published: {error}");
-                events.send(JobStatus::Failed, |e| e.error = Some(reason.clone()));
-                return (reject(&delivery, &reason).await, retire);
-            }
-        };
-    events.send(JobStatus::Proved, |e| {
-        e.proving_ms = Some(proving_ms);
-        e.output_bytes = Some(output_bytes);
-    });
-    if let Err(error) = delivery.ack.ack().await {
-        tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
+    let publish = Publish {
+        queue: route.output.clone(),
+        delivery,
+        envelopes,
+        events,
+        config,
+        publisher,
+        proving_ms,
+        output_bytes,
+        started,
+    };
+    (Ran::Proved(Box::new(publish)), retire)
+}
+
+/// A proved job's outputs, to be published before the job is acked.
+pub(super) struct Publish {
+    queue: String,
+    delivery: Delivery,
+    envelopes: Vec<Envelope>,
+    events: Events,
+    config: Arc<PoolConfig>,
+    publisher: Arc<dyn Publisher>,
+    proving_ms: u64,
+    output_bytes: u64,
+    started: Instant,
+}
+
+impl Publish {
+    /// The message id of the proved job.
+    pub(super) fn id(&self) -> &str {
+        &self.delivery.id
     }
-    tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
-    (Outcome::Proved { publish_retries }, retire)
+
+    /// Publishes every output, retrying only the publish, then acks the
+    /// job; dead-letters it if the output can never be published.
+    pub(super) async fn run(self) -> Outcome {
+        let Self {
+            queue,
+            delivery,
+            envelopes,
+            events,
+            config,
+            publisher,
+            proving_ms,
+            output_bytes,
+            started,
+        } = self;
+        let publishing = publish_all(publisher.as_ref(), &queue, envelopes, &delivery.id);
+        let publish_retries =
+            match keep_alive(publishing, delivery.ack.as_ref(), config.progress_interval).await {
+                Ok(retries) => retries,
+                Err(error) => {
+                    let reason = format!("the proved output can never be published: {error}");
+                    events.send(JobStatus::Failed, |e| e.error = Some(reason.clone()));
+                    return reject(&delivery, &reason).await;
+                }
+            };
+        events.send(JobStatus::Proved, |e| {
+            e.proving_ms = Some(proving_ms);
+            e.output_bytes = Some(output_bytes);
+        });
+        if let Err(error) = delivery.ack.ack().await {
+            tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
+        }
+        tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
+        Outcome::Proved { publish_retries }
+    }
 }
 
 /// Why `delivery` is not worth proving under `max_age` (`--backlog

@@ -3,7 +3,7 @@
 
 mod job;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use self::job::{Outcome, settle};
+use self::job::{Outcome, Publish, Ran};
 use super::prover_worker::ProverWorker;
 use crate::backoff::Backoff;
 use crate::edges::{Delivery, JobRunner, JobSource, Publisher};
@@ -70,6 +71,9 @@ pub struct WorkerStats {
     pub live: usize,
     /// Workers running a job.
     pub busy: usize,
+    /// Proved jobs whose outputs are being published and which are not yet
+    /// acked; their workers are already free.
+    pub publishing: usize,
     /// Workers replaced after dying.
     pub restarts: u64,
     /// Jobs that succeeded and were published.
@@ -129,6 +133,15 @@ pub struct ProverPool {
     failing_streak: u32,
     /// The feeder takes no job before this instant.
     intake_paused_until: Arc<Mutex<Option<Instant>>>,
+    /// Proved jobs being published, by job id, with the redeliveries of
+    /// them that came meanwhile (the server redelivers a job whose ack is
+    /// late, e.g. during an outage): those are acked once the publish ends,
+    /// never proved again.
+    publishing: HashMap<String, Vec<Delivery>>,
+    /// Bounds the proved jobs being published at once, so that a slow or
+    /// absent server holds back the workers instead of piling up outputs
+    /// (several MB each) in memory.
+    publish_room: Arc<Semaphore>,
     /// Dropped with the actor; see [`Lifeline`].
     lifeline: Option<Lifeline>,
 }
@@ -164,6 +177,8 @@ impl ProverPool {
             shutdown: Shutdown::new(),
             failing_streak: 0,
             intake_paused_until: Arc::new(Mutex::new(None)),
+            publishing: HashMap::new(),
+            publish_room: Arc::new(Semaphore::new(workers)),
             lifeline: None,
         }
     }
@@ -230,16 +245,26 @@ impl ProverPool {
         let gpu = self.config.gpus.get(slot).cloned();
         metrics::job_started(&prover, &queue);
         metrics::job_in_flight(&prover, slot, gpu.as_deref(), true);
-        let work = self.shutdown.track(settle(
+        let hold = self.shutdown.hold();
+        let running = job::run(
             worker,
             delivery,
             self.config.clone(),
             self.publisher.clone(),
             self.shutdown.clone(),
-        ));
+        );
+        let room = self.publish_room.clone();
+        let work = async move {
+            let (ran, retire) = running.await;
+            let room = match ran {
+                Ran::Proved(_) => Some(room.acquire_owned().await.expect("never closed")),
+                Ran::Settled(_) => None,
+            };
+            (ran, retire, room)
+        };
         ctx.spawn(
             work.into_actor(self)
-                .map(move |(outcome, retire), pool, ctx| {
+                .map(move |(ran, retire, room), pool, ctx| {
                     if retire {
                         permit.forget();
                     } else {
@@ -247,32 +272,12 @@ impl ProverPool {
                     }
                     pool.slots[slot].busy = false;
                     metrics::job_in_flight(&prover, slot, gpu.as_deref(), false);
-                    let end = match outcome {
-                        Outcome::Proved { .. } => JobEnd::Succeeded,
-                        Outcome::Retried => JobEnd::Retried,
-                        Outcome::Failed | Outcome::InputRefused => JobEnd::DeadLettered,
-                        Outcome::HandedBack => JobEnd::HandedBack,
-                        Outcome::Skipped => JobEnd::Skipped,
-                    };
-                    metrics::job_ended(&prover, &queue, end);
-                    match outcome {
-                        Outcome::Proved { publish_retries } => {
-                            pool.stats.proved += 1;
-                            pool.stats.publish_retries += publish_retries;
+                    match ran {
+                        Ran::Settled(outcome) => pool.ended(&queue, outcome, ctx),
+                        Ran::Proved(publish) => {
                             pool.slots[slot].deaths = 0;
-                            pool.job_succeeded();
+                            pool.publish(publish, queue, room, hold, ctx);
                         }
-                        Outcome::Retried => {
-                            pool.stats.retried += 1;
-                            pool.job_failed(ctx);
-                        }
-                        Outcome::Failed => {
-                            pool.stats.failed += 1;
-                            pool.job_failed(ctx);
-                        }
-                        Outcome::InputRefused => pool.stats.failed += 1,
-                        Outcome::HandedBack => pool.stats.handed_back += 1,
-                        Outcome::Skipped => pool.stats.skipped += 1,
                     }
                     if retire {
                         pool.worker_died(slot, ctx);
@@ -280,6 +285,66 @@ impl ProverPool {
                     pool.dispatch_waiting(ctx);
                 }),
         );
+    }
+
+    /// Publishes a proved job's outputs and acks it, while its worker runs
+    /// the next job. `room` and `hold` are released when that is done.
+    fn publish(
+        &mut self,
+        publish: Box<Publish>,
+        queue: String,
+        room: Option<OwnedSemaphorePermit>,
+        hold: TaskTrackerToken,
+        ctx: &mut Context<Self>,
+    ) {
+        let id = publish.id().to_owned();
+        self.publishing.entry(id.clone()).or_default();
+        let work = async move {
+            let outcome = publish.run().await;
+            drop((room, hold));
+            outcome
+        };
+        ctx.spawn(work.into_actor(self).map(move |outcome, pool, ctx| {
+            pool.ended(&queue, outcome, ctx);
+            for redelivery in pool.publishing.remove(&id).unwrap_or_default() {
+                pool.shutdown.spawn(async move {
+                    if let Err(error) = redelivery.ack.ack().await {
+                        tracing::warn!(job = %redelivery.id, %error, "could not ack a redelivery of a job already settled; it comes again and is acked then");
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Counts how a job ended, in the stats and metrics, and lets failures
+    /// pause the intake.
+    fn ended(&mut self, queue: &str, outcome: Outcome, ctx: &mut Context<Self>) {
+        let end = match outcome {
+            Outcome::Proved { .. } => JobEnd::Succeeded,
+            Outcome::Retried => JobEnd::Retried,
+            Outcome::Failed | Outcome::InputRefused => JobEnd::DeadLettered,
+            Outcome::HandedBack => JobEnd::HandedBack,
+            Outcome::Skipped => JobEnd::Skipped,
+        };
+        metrics::job_ended(&self.config.name, queue, end);
+        match outcome {
+            Outcome::Proved { publish_retries } => {
+                self.stats.proved += 1;
+                self.stats.publish_retries += publish_retries;
+                self.job_succeeded();
+            }
+            Outcome::Retried => {
+                self.stats.retried += 1;
+                self.job_failed(ctx);
+            }
+            Outcome::Failed => {
+                self.stats.failed += 1;
+                self.job_failed(ctx);
+            }
+            Outcome::InputRefused => self.stats.failed += 1,
+            Outcome::HandedBack => self.stats.handed_back += 1,
+            Outcome::Skipped => self.stats.skipped += 1,
+        }
     }
 
     fn job_succeeded(&mut self) {
@@ -424,6 +489,12 @@ impl Handler<Dispatch> for ProverPool {
     type Result = ();
 
     fn handle(&mut self, job: Dispatch, ctx: &mut Self::Context) {
+        if let Some(redeliveries) = self.publishing.get_mut(&job.delivery.id) {
+            tracing::info!(job = %job.delivery.id, "redelivered while its proof is being published; it is acked once that is done, not proved again");
+            // Its permit goes back: the worker takes another job meanwhile.
+            redeliveries.push(job.delivery);
+            return;
+        }
         self.waiting.push_back(job);
         self.dispatch_waiting(ctx);
     }
@@ -440,6 +511,7 @@ impl Handler<PoolStatus> for ProverPool {
                 .filter(|s| s.worker.as_ref().is_some_and(Addr::connected))
                 .count(),
             busy: self.slots.iter().filter(|s| s.busy).count(),
+            publishing: self.publishing.len(),
             ..self.stats.clone()
         }
     }
