@@ -1,7 +1,8 @@
 //! The NATS JetStream edge against a real nats-server: publishes deduplicate
 //! by id, naks redeliver with the attempt counted, rejects dead-letter and
 //! terminate, the key-value match store round-trips, and the last block of a
-//! queue is readable for a restarted watcher.
+//! queue is readable for a restarted watcher, and a consumer that keeps up
+//! sends one pull request per message.
 
 mod nats_support;
 mod support;
@@ -244,5 +245,60 @@ async fn a_follower_sees_what_comes_after_it_on_its_queues_in_order_without_acks
             .iter()
             .all(|c| c.config.durable_name.is_none() && c.config.ack_policy == AckPolicy::None),
         "following left a durable or acked consumer: {consumers:?}"
+    );
+}
+
+/// Messages the client connection named `name` has sent to `server`.
+fn messages_sent_by(server: &NatsServer, name: &str) -> u64 {
+    let connz = nats_support::server::http_json(server.http_port(), "/connz?limit=100")
+        .expect("connz of the test server");
+    connz["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["in_msgs"].as_u64())
+        .unwrap_or_else(|| panic!("no connection named {name}: {connz}"))
+}
+
+#[tokio::test]
+async fn a_consumer_that_keeps_up_sends_one_pull_request_per_message() {
+    const MESSAGES: u64 = 10;
+    let server = NatsServer::start();
+    let publisher = bus(&server).await.publisher();
+    let reader = nats_support::edge::bus(&server, "edge-reader").await;
+    let mut blocks = source(&reader, "keeps-up", queues::BLOCKS).await;
+    let (acked, mut acks) = tokio::sync::mpsc::channel(1);
+    let before = messages_sent_by(&server, "edge-reader");
+    let reading = tokio::spawn(async move {
+        for _ in 0..MESSAGES {
+            let delivery = blocks.next().await.expect("a block");
+            delivery.ack.ack().await.unwrap();
+            acked.send(()).await.unwrap();
+        }
+    });
+    for block in 0..MESSAGES {
+        // Published only once the reader waits for it: it keeps up.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while consumer_info(&server, "keeps-up").await.num_waiting == 0 {
+            assert!(Instant::now() < deadline, "the reader never waited");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        publisher
+            .publish(queues::BLOCKS, Envelope::block(block))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), acks.recv())
+            .await
+            .expect("block read and acked");
+    }
+    reading.await.unwrap();
+    // Per message one waiting pull request and one ack; the first pull
+    // also asks once for what is there. Asking "anything now?" before
+    // every wait would make it three per message.
+    let sent = messages_sent_by(&server, "edge-reader") - before;
+    assert!(
+        sent <= 2 * MESSAGES + 1,
+        "{sent} messages sent to the server for {MESSAGES} messages read"
     );
 }

@@ -4,13 +4,12 @@
 //! leader and every node is current with it, so a stream with 3 replicas
 //! can be created at once.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::NatsServer;
+use super::server::http_json;
 use crate::support::node::free_port;
 
 /// The cluster's name, shared by its nodes.
@@ -103,16 +102,4 @@ pub fn stream_leader(nodes: &[&NatsServer], stream: &str) -> usize {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// `GET path` on the monitoring `port`, as JSON; `None` on any failure.
-fn http_json(port: u16, path: &str) -> Option<Value> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
 }

@@ -328,6 +328,7 @@ impl NatsBus {
             consumer,
             bus: self.clone(),
             max_deliver: spec.max_deliver,
+            drained: false,
         })
     }
 

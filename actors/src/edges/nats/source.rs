@@ -33,6 +33,11 @@ pub struct NatsSource {
     /// The consumer's `max_deliver`: the last delivery of a message whose
     /// payload cannot be read dead-letters it instead of dropping it silently.
     pub(super) max_deliver: i64,
+    /// The last pull left nothing pending on the consumer: the next one
+    /// waits for a message at once instead of first asking for what is
+    /// there (a consumer that keeps up would otherwise pay two requests per
+    /// message).
+    pub(super) drained: bool,
 }
 
 #[async_trait]
@@ -47,11 +52,17 @@ impl JobSource for NatsSource {
         loop {
             // What is there now, in one request that the server answers at
             // once, empty or not: a backlog is taken `max` at a time, and
-            // nothing more than asked for is ever held here.
-            let available = self.fetch_now(max).await;
+            // nothing more than asked for is ever held here. Skipped when
+            // the last pull left nothing pending: the answer would be "none".
+            let available = if self.drained {
+                Some(Vec::new())
+            } else {
+                self.fetch_now(max).await
+            };
             let messages = match available {
                 Some(messages) if !messages.is_empty() => messages,
-                // Nothing there: wait for one message. Waiting for `max`
+                // Nothing there (or nothing pending after the last pull):
+                // wait for one message. Waiting for `max`
                 // would keep the first one waiting until `max` arrived.
                 Some(_) => {
                     let started = Instant::now();
@@ -75,6 +86,10 @@ impl JobSource for NatsSource {
                 continue;
             }
             failures = 0;
+            self.drained = messages
+                .last()
+                .and_then(|last| last.info().ok())
+                .is_none_or(|info| info.pending == 0);
             let mut deliveries = Vec::with_capacity(messages.len());
             for message in messages {
                 if let Some(delivery) = self.delivery(message).await {
