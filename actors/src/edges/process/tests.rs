@@ -24,16 +24,18 @@ fn job(input: &[u8]) -> Job {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("orch-process-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, removed when the test ends.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("orch-process-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn contract_input_is_passed_byte_for_byte() {
-    let dir = temp_dir("ok");
+    let tmp = temp_dir("ok");
+    let dir = tmp.path();
     let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
     assert_eq!(r.run(&job(b"23839700")).await.unwrap(), b"23839700");
     let empty = |work: &Path| std::fs::read_dir(work).unwrap().next().is_none();
@@ -53,7 +55,8 @@ async fn contract_input_is_passed_byte_for_byte() {
 
 #[tokio::test]
 async fn exit_codes_signals_and_output_map_to_failures() {
-    let dir = temp_dir("fail");
+    let tmp = temp_dir("fail");
+    let dir = tmp.path();
     let exit = runner(&dir, "echo boom >&2; exit 3", 5000)
         .run(&job(b"1"))
         .await
@@ -93,7 +96,8 @@ async fn exit_codes_signals_and_output_map_to_failures() {
 /// `{pidfile}`) past a short job timeout, then asserts that process is
 /// gone soon after; kills it if not, so a red test leaves nothing behind.
 async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
-    let dir = temp_dir(name);
+    let tmp = temp_dir(name);
+    let dir = tmp.path();
     let pidfile = dir.join("process.pid");
     let body = body.replace("{pidfile}", &pidfile.display().to_string());
     // Kept until the end: dropping it sets off its watchdog, which would
@@ -130,7 +134,8 @@ async fn timeout_kills_the_whole_process_group() {
 
 #[tokio::test]
 async fn a_prover_logging_long_after_start_is_read_to_the_end() {
-    let dir = temp_dir("chatty");
+    let tmp = temp_dir("chatty");
+    let dir = tmp.path();
     // Past the old 2-second read window, on both pipes, then the output.
     let chatter = r#"i=0; while [ $i -lt 30 ]; do echo "out $i"; echo "err $i" >&2; sleep 0.1; i=$((i+1)); done
         echo "last words" >&2"#;
@@ -145,7 +150,8 @@ async fn a_prover_logging_long_after_start_is_read_to_the_end() {
 
 #[tokio::test]
 async fn megabytes_of_output_keep_a_bounded_tail() {
-    let dir = temp_dir("flood");
+    let tmp = temp_dir("flood");
+    let dir = tmp.path();
     let body = r#"head -c 20000000 /dev/zero | tr '\0' 'x'; yes progress | head -n 200000 >&2; echo done >&2; exit 1"#;
     let failure = runner(&dir, body, 60_000)
         .run(&job(b"1"))
@@ -160,7 +166,8 @@ async fn megabytes_of_output_keep_a_bounded_tail() {
 
 #[tokio::test]
 async fn the_child_sees_only_its_gpu() {
-    let dir = temp_dir("gpu");
+    let tmp = temp_dir("gpu");
+    let dir = tmp.path();
     let r = runner(
         &dir,
         r#"printf '"%s"' "$CUDA_VISIBLE_DEVICES" > "$4""#,
@@ -195,15 +202,17 @@ async fn a_helper_is_found_after_hundreds_of_processes_came_and_went() {
 
 #[test]
 fn unusable_binaries_are_refused_at_start() {
-    let dir = temp_dir("bins");
-    let missing =
-        ProcessRunner::new(&dir.join("nope"), dir.clone(), Duration::from_secs(1)).unwrap_err();
+    let tmp = temp_dir("bins");
+    let dir = tmp.path();
+    let missing = ProcessRunner::new(&dir.join("nope"), dir.to_path_buf(), Duration::from_secs(1))
+        .unwrap_err();
     assert!(matches!(missing, BinaryError::NotFound(_)));
     let plain = dir.join("plain");
     std::fs::write(&plain, "x").unwrap();
-    let not_exec = ProcessRunner::new(&plain, dir.clone(), Duration::from_secs(1)).unwrap_err();
+    let not_exec =
+        ProcessRunner::new(&plain, dir.to_path_buf(), Duration::from_secs(1)).unwrap_err();
     assert!(not_exec.to_string().contains("chmod +x"), "{not_exec}");
-    assert!(ProcessRunner::new(Path::new("sh"), dir, Duration::from_secs(1)).is_ok());
+    assert!(ProcessRunner::new(Path::new("sh"), dir.to_path_buf(), Duration::from_secs(1)).is_ok());
 }
 
 /// Polls until `child` has exited, up to `limit`; whether it did.
