@@ -36,13 +36,13 @@ fn temp_dir(name: &str) -> tempfile::TempDir {
 async fn contract_input_is_passed_byte_for_byte() {
     let tmp = temp_dir("ok");
     let dir = tmp.path();
-    let r = runner(&dir, r#"cp "$2" "$4""#, 5000);
+    let r = runner(dir, r#"cp "$2" "$4""#, 5000);
     assert_eq!(r.run(&job(b"23839700")).await.unwrap(), b"23839700");
     let empty = |work: &Path| std::fs::read_dir(work).unwrap().next().is_none();
     assert!(empty(&dir.join("work")), "job dir left behind");
     // Files the prover leaves beside its output go with the job dir.
     let messy = runner(
-        &dir,
+        dir,
         r#"cp "$2" "$4.tmp"; mkdir "$4.d"; mv "$4.tmp" "$4""#,
         5000,
     );
@@ -57,7 +57,7 @@ async fn contract_input_is_passed_byte_for_byte() {
 async fn exit_codes_signals_and_output_map_to_failures() {
     let tmp = temp_dir("fail");
     let dir = tmp.path();
-    let exit = runner(&dir, "echo boom >&2; exit 3", 5000)
+    let exit = runner(dir, "echo boom >&2; exit 3", 5000)
         .run(&job(b"1"))
         .await
         .unwrap_err();
@@ -68,7 +68,7 @@ async fn exit_codes_signals_and_output_map_to_failures() {
             stderr: "boom".into()
         }
     );
-    let killed = runner(&dir, "kill -9 $$", 5000)
+    let killed = runner(dir, "kill -9 $$", 5000)
         .run(&job(b"1"))
         .await
         .unwrap_err();
@@ -77,12 +77,12 @@ async fn exit_codes_signals_and_output_map_to_failures() {
         "{killed:?}"
     );
     assert!(killed.needs_new_worker());
-    let missing = runner(&dir, "exit 0", 5000)
+    let missing = runner(dir, "exit 0", 5000)
         .run(&job(b"1"))
         .await
         .unwrap_err();
     assert_eq!(missing, JobFailure::MissingOutput);
-    let invalid = runner(&dir, r#"echo '{oops' > "$4""#, 5000)
+    let invalid = runner(dir, r#"echo '{oops' > "$4""#, 5000)
         .run(&job(b"1"))
         .await
         .unwrap_err();
@@ -102,7 +102,7 @@ async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
     let body = body.replace("{pidfile}", &pidfile.display().to_string());
     // Kept until the end: dropping it sets off its watchdog, which would
     // kill the process whatever the job's own cleanup did.
-    let runner = runner(&dir, &body, 1000);
+    let runner = runner(dir, &body, 1000);
     let failure = runner.run(&job(b"1")).await.unwrap_err();
     assert!(matches!(failure, JobFailure::Timeout { .. }), "{failure:?}");
     let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -139,9 +139,9 @@ async fn a_prover_logging_long_after_start_is_read_to_the_end() {
     // Past the old 2-second read window, on both pipes, then the output.
     let chatter = r#"i=0; while [ $i -lt 30 ]; do echo "out $i"; echo "err $i" >&2; sleep 0.1; i=$((i+1)); done
         echo "last words" >&2"#;
-    let r = runner(&dir, &format!(r#"{chatter}; cp "$2" "$4""#), 20_000);
+    let r = runner(dir, &format!(r#"{chatter}; cp "$2" "$4""#), 20_000);
     assert_eq!(r.run(&job(b"7")).await.unwrap(), b"7");
-    let failing = runner(&dir, &format!("{chatter}; exit 1"), 20_000);
+    let failing = runner(dir, &format!("{chatter}; exit 1"), 20_000);
     let JobFailure::Exit { stderr, .. } = failing.run(&job(b"7")).await.unwrap_err() else {
         panic!("expected an exit failure");
     };
@@ -153,10 +153,7 @@ async fn megabytes_of_output_keep_a_bounded_tail() {
     let tmp = temp_dir("flood");
     let dir = tmp.path();
     let body = r#"head -c 20000000 /dev/zero | tr '\0' 'x'; yes progress | head -n 200000 >&2; echo done >&2; exit 1"#;
-    let failure = runner(&dir, body, 60_000)
-        .run(&job(b"1"))
-        .await
-        .unwrap_err();
+    let failure = runner(dir, body, 60_000).run(&job(b"1")).await.unwrap_err();
     let JobFailure::Exit { stderr, .. } = failure else {
         panic!("expected an exit failure, got {failure:?}");
     };
@@ -168,11 +165,7 @@ async fn megabytes_of_output_keep_a_bounded_tail() {
 async fn the_child_sees_only_its_gpu() {
     let tmp = temp_dir("gpu");
     let dir = tmp.path();
-    let r = runner(
-        &dir,
-        r#"printf '"%s"' "$CUDA_VISIBLE_DEVICES" > "$4""#,
-        5000,
-    );
+    let r = runner(dir, r#"printf '"%s"' "$CUDA_VISIBLE_DEVICES" > "$4""#, 5000);
     let on_gpu = Job {
         gpu: Some("3".into()),
         ..job(b"1")
