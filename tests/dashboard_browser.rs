@@ -14,13 +14,12 @@
 mod nats_support;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use nats_support::{Cluster, Role};
+use support::http::get_ok as get;
 use support::node::free_port;
 use support::{Anvil, RunBuilder, eventually};
 
@@ -48,18 +47,6 @@ fn tools() -> Result<PathBuf, String> {
         );
     }
     Ok(chromium)
-}
-
-/// The body of `GET path` on `port`, if the server answered 200.
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?;
-    (status == "200").then(|| body.to_owned())
 }
 
 /// Runs the browser check against the page on `port`: `Err` with what the

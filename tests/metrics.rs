@@ -8,34 +8,13 @@ mod nats_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::TcpListener;
 
 use serde_json::json;
 use support::events::{self, sampled};
+use support::http::get;
 use support::node::free_port;
 use support::{Anvil, RUN_TIMEOUT, RunBuilder, eventually};
-
-/// `GET path` on `port`: the status code and the body (HTTP/1.0, so the
-/// server closes the connection after the body). `None`: no answer.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head
-        .lines()
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((status, body.to_owned()))
-}
 
 /// One scrape of `/metrics`: each series (`name{labels}`) with its value.
 struct Scrape(BTreeMap<String, f64>);

@@ -10,14 +10,13 @@
 mod support;
 
 use std::ffi::CString;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use support::events::sampled;
+use support::http::get_ok;
 use support::node::free_port;
 use support::{Anvil, RUN_TIMEOUT, RunBuilder, eventually};
 
@@ -40,16 +39,8 @@ printf '{"block":%s,"proof":"0x00","prover":"gated"}' "$block" > "$4"
 /// `orchestrator_blocks_published_total` from `/metrics` on `port` (0
 /// before the first block); `None` while nothing answers there.
 fn blocks_published(port: u16) -> Option<u64> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    if !response.starts_with("HTTP/1.0 200") && !response.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let value = response
+    let metrics = get_ok(port, "/metrics")?;
+    let value = metrics
         .lines()
         .find_map(|l| l.strip_prefix("orchestrator_blocks_published_total "));
     Some(value.map_or(0, |v| v.trim().parse::<f64>().expect("a counter") as u64))

@@ -3,14 +3,13 @@
 //! when dropped.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::http::{get, get_ok};
 use crate::support::{TempDir, node::find_tool, node::free_port, temp_dir};
 
 /// `NATS_SERVER_BIN`, else `<repo>/.deps/bin/nats-server`, else `nats-server` on PATH.
@@ -18,35 +17,14 @@ fn nats_server_bin() -> PathBuf {
     find_tool("NATS_SERVER_BIN", "nats-server")
 }
 
-/// Whether `GET path` on `port` answers HTTP 200 (HTTP/1.0: no chunking, the
-/// server closes the connection after the response).
+/// Whether `GET path` on `port` answers HTTP 200.
 pub fn http_ok(port: u16, path: &str) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .lines()
-        .next()
-        .is_some_and(|status| status.split_whitespace().nth(1) == Some("200"))
+    get_ok(port, path).is_some()
 }
 
 /// `GET path` on the monitoring `port`, as JSON; `None` on any failure.
 pub fn http_json(port: u16, path: &str) -> Option<Value> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
+    serde_json::from_str(&get(port, path)?.1).ok()
 }
 
 /// A nats-server process with JetStream enabled.

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod events;
+pub mod http;
 pub mod node;
 mod orchestrator;
 

@@ -165,35 +165,35 @@ impl Publish {
     /// Publishes every output, retrying only the publish, then acks the
     /// job; dead-letters it if the output can never be published.
     pub(super) async fn run(self) -> Outcome {
-        let Self {
-            queue,
-            delivery,
-            envelopes,
-            events,
-            config,
-            publisher,
-            proving_ms,
-            output_bytes,
-            started,
-        } = self;
-        let publishing = publish_all(publisher.as_ref(), &queue, envelopes, &delivery.id);
-        let publish_retries =
-            match keep_alive(publishing, delivery.ack.as_ref(), config.progress_interval).await {
-                Ok(retries) => retries,
-                Err(error) => {
-                    let reason = format!("the proved output can never be published: {error}");
-                    events.send(JobStatus::Failed, |e| e.error = Some(reason.clone()));
-                    return reject(&delivery, &reason).await;
-                }
-            };
+        let (delivery, events) = (&self.delivery, &self.events);
+        let publishing = publish_all(
+            self.publisher.as_ref(),
+            &self.queue,
+            self.envelopes,
+            &delivery.id,
+        );
+        let publish_retries = match keep_alive(
+            publishing,
+            delivery.ack.as_ref(),
+            self.config.progress_interval,
+        )
+        .await
+        {
+            Ok(retries) => retries,
+            Err(error) => {
+                let reason = format!("the proved output can never be published: {error}");
+                events.send(JobStatus::Failed, |e| e.error = Some(reason.clone()));
+                return reject(delivery, &reason).await;
+            }
+        };
         events.send(JobStatus::Proved, |e| {
-            e.proving_ms = Some(proving_ms);
-            e.output_bytes = Some(output_bytes);
+            e.proving_ms = Some(self.proving_ms);
+            e.output_bytes = Some(self.output_bytes);
         });
         if let Err(error) = delivery.ack.ack().await {
             tracing::warn!(job = %delivery.id, %error, "output published but ack failed; a redelivery will be deduplicated");
         }
-        tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = started.elapsed().as_secs_f64(), "job done");
+        tracing::info!(job = %delivery.id, queue = %delivery.queue, attempt = delivery.attempt, seconds = self.started.elapsed().as_secs_f64(), "job done");
         Outcome::Proved { publish_retries }
     }
 }
