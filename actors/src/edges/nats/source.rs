@@ -62,8 +62,8 @@ impl JobSource for NatsSource {
             let messages = match available {
                 Some(messages) if !messages.is_empty() => messages,
                 // Nothing there (or nothing pending after the last pull):
-                // wait for one message. Waiting for `max`
-                // would keep the first one waiting until `max` arrived.
+                // wait for one message. Waiting for `max` would keep the
+                // first one waiting until `max` arrived.
                 Some(_) => {
                     let started = Instant::now();
                     match self.pull_one().await {
