@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use backon::Retryable;
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::{PoolConfig, Route};
 use crate::actors::keep_alive;
@@ -55,14 +57,16 @@ pub(super) enum Ran {
 }
 
 /// Runs one delivery on `worker`. A job that failed is settled at its
-/// source here; a proved one comes back as [`Ran::Proved`] to be published.
-/// Also returns whether the worker must be replaced.
+/// source here; a proved one comes back as [`Ran::Proved`] to be published,
+/// once it has a permit of `publish_room` (until then the worker stays
+/// taken). Also returns whether the worker must be replaced.
 pub(super) async fn run(
     worker: Addr<ProverWorker>,
     delivery: Delivery,
     config: Arc<PoolConfig>,
     publisher: Arc<dyn Publisher>,
     shutdown: Shutdown,
+    publish_room: Arc<Semaphore>,
 ) -> (Ran, bool) {
     let Some(route) = config.routes.iter().find(|r| r.input == delivery.queue) else {
         let reason = format!("no route for queue {}", delivery.queue);
@@ -129,6 +133,7 @@ pub(super) async fn run(
         .into_iter()
         .map(|e| with_block_meta(e.with_meta(meta::PROVING_MS, proving_ms), &delivery))
         .collect();
+    let room = publish_room.acquire_owned().await.expect("never closed");
     let publish = Publish {
         queue: route.output.clone(),
         delivery,
@@ -139,11 +144,17 @@ pub(super) async fn run(
         proving_ms,
         output_bytes,
         started,
+        _room: room,
+        // Taken while this future is still tracked: no moment in which a
+        // stopping process would think the job done before its publish.
+        _hold: shutdown.hold(),
     };
     (Ran::Proved(Box::new(publish)), retire)
 }
 
-/// A proved job's outputs, to be published before the job is acked.
+/// A proved job's outputs, to be published before the job is acked. Holds
+/// its place among the publishes in flight, and counts as unfinished work
+/// for a stopping process, until it is done.
 pub(super) struct Publish {
     queue: String,
     delivery: Delivery,
@@ -154,6 +165,8 @@ pub(super) struct Publish {
     proving_ms: u64,
     output_bytes: u64,
     started: Instant,
+    _room: OwnedSemaphorePermit,
+    _hold: TaskTrackerToken,
 }
 
 impl Publish {

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use self::job::{Outcome, Publish, Ran};
 use super::prover_worker::ProverWorker;
@@ -245,66 +244,42 @@ impl ProverPool {
         let gpu = self.config.gpus.get(slot).cloned();
         metrics::job_started(&prover, &queue);
         metrics::job_in_flight(&prover, slot, gpu.as_deref(), true);
-        let hold = self.shutdown.hold();
-        let running = job::run(
+        let work = self.shutdown.track(job::run(
             worker,
             delivery,
             self.config.clone(),
             self.publisher.clone(),
             self.shutdown.clone(),
-        );
-        let room = self.publish_room.clone();
-        let work = async move {
-            let (ran, retire) = running.await;
-            let room = match ran {
-                Ran::Proved(_) => Some(room.acquire_owned().await.expect("never closed")),
-                Ran::Settled(_) => None,
-            };
-            (ran, retire, room)
-        };
-        ctx.spawn(
-            work.into_actor(self)
-                .map(move |(ran, retire, room), pool, ctx| {
-                    if retire {
-                        permit.forget();
-                    } else {
-                        drop(permit);
-                    }
-                    pool.slots[slot].busy = false;
-                    metrics::job_in_flight(&prover, slot, gpu.as_deref(), false);
-                    match ran {
-                        Ran::Settled(outcome) => pool.ended(&queue, outcome, ctx),
-                        Ran::Proved(publish) => {
-                            pool.slots[slot].deaths = 0;
-                            pool.publish(publish, queue, room, hold, ctx);
-                        }
-                    }
-                    if retire {
-                        pool.worker_died(slot, ctx);
-                    }
-                    pool.dispatch_waiting(ctx);
-                }),
-        );
+            self.publish_room.clone(),
+        ));
+        ctx.spawn(work.into_actor(self).map(move |(ran, retire), pool, ctx| {
+            if retire {
+                permit.forget();
+            } else {
+                drop(permit);
+            }
+            pool.slots[slot].busy = false;
+            metrics::job_in_flight(&prover, slot, gpu.as_deref(), false);
+            match ran {
+                Ran::Settled(outcome) => pool.ended(&queue, outcome, ctx),
+                Ran::Proved(publish) => {
+                    pool.slots[slot].deaths = 0;
+                    pool.publish(publish, queue, ctx);
+                }
+            }
+            if retire {
+                pool.worker_died(slot, ctx);
+            }
+            pool.dispatch_waiting(ctx);
+        }));
     }
 
     /// Publishes a proved job's outputs and acks it, while its worker runs
-    /// the next job. `room` and `hold` are released when that is done.
-    fn publish(
-        &mut self,
-        publish: Box<Publish>,
-        queue: String,
-        room: Option<OwnedSemaphorePermit>,
-        hold: TaskTrackerToken,
-        ctx: &mut Context<Self>,
-    ) {
+    /// the next job.
+    fn publish(&mut self, publish: Box<Publish>, queue: String, ctx: &mut Context<Self>) {
         let id = publish.id().to_owned();
         self.publishing.entry(id.clone()).or_default();
-        let work = async move {
-            let outcome = publish.run().await;
-            drop((room, hold));
-            outcome
-        };
-        ctx.spawn(work.into_actor(self).map(move |outcome, pool, ctx| {
+        ctx.spawn(publish.run().into_actor(self).map(move |outcome, pool, ctx| {
             pool.ended(&queue, outcome, ctx);
             for redelivery in pool.publishing.remove(&id).unwrap_or_default() {
                 pool.shutdown.spawn(async move {
