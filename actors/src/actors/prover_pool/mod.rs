@@ -104,6 +104,9 @@ struct Dispatch {
 
 struct Slot {
     worker: Option<Addr<ProverWorker>>,
+    /// The thread the worker runs on, when it has one of its own (see
+    /// [`ProverPool::spawn_worker`]).
+    thread: Option<Arbiter>,
     busy: bool,
     /// Deaths since the last job that succeeded on this slot.
     deaths: u32,
@@ -166,6 +169,7 @@ impl ProverPool {
             slots: (0..workers)
                 .map(|_| Slot {
                     worker: None,
+                    thread: None,
                     busy: false,
                     deaths: 0,
                 })
@@ -196,9 +200,35 @@ impl ProverPool {
         self
     }
 
+    /// Starts the worker of `slot`. With several workers each runs on a
+    /// thread of its own: a job's file work, its spawn (the calling thread
+    /// waits until the prover has exec'd) and the reading of its logs then
+    /// run side by side with the other workers' instead of one after the
+    /// other on the pool's thread, which also stays free for NATS. A single
+    /// worker stays on the pool's thread: there is nothing to overlap, and
+    /// a job handed to another thread and back costs two wake-ups.
     fn spawn_worker(&mut self, slot: usize) {
         let gpu = self.config.gpus.get(slot).cloned();
-        self.slots[slot].worker = Some(ProverWorker::new(slot, gpu, self.runner.clone()).start());
+        let worker = ProverWorker::new(slot, gpu, self.runner.clone());
+        let own_thread = self.slots.len() > 1;
+        let state = &mut self.slots[slot];
+        // A replaced worker is dead; its thread goes with it.
+        if let Some(old) = state.thread.take() {
+            old.stop();
+        }
+        state.worker = Some(if own_thread {
+            let thread = Arbiter::new();
+            // Its logs (the prover's lines among them) go where the pool's
+            // go, also when that is a scoped subscriber rather than the
+            // global one; the guard lasts as long as the thread.
+            let logs = tracing::dispatcher::get_default(Clone::clone);
+            thread.spawn_fn(move || std::mem::forget(tracing::dispatcher::set_default(&logs)));
+            let worker = ProverWorker::start_in_arbiter(&thread.handle(), |_| worker);
+            state.thread = Some(thread);
+            worker
+        } else {
+            worker.start()
+        });
     }
 
     /// Replaces the worker of `slot` after a backoff. Its permit was taken
@@ -390,6 +420,26 @@ impl ProverPool {
                     self.dispatch_waiting(ctx);
                 }
             }
+        }
+    }
+}
+
+impl Drop for ProverPool {
+    /// Stops the workers' threads and waits for them: their jobs are
+    /// dropped there, which kills the provers and removes the job files, and
+    /// that must be done before this process exits (the pool is dropped when
+    /// the actor system stops).
+    fn drop(&mut self) {
+        let threads: Vec<Arbiter> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.thread.take())
+            .collect();
+        for thread in &threads {
+            thread.stop();
+        }
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 }

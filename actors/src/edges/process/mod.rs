@@ -216,8 +216,14 @@ impl JobRunner for ProcessRunner {
             .join(format!("{safe_id}.{}.{run}", std::process::id()));
         make_job_dir(&self.work_dir, &dir).map_err(|e| io_failure(&dir, e))?;
         // Removed on drop too, so a job cut short by shutdown leaves no files.
-        let _cleanup = JobDir(dir.clone());
-        self.run_in(&dir, job).await
+        let cleanup = JobDir(dir.clone());
+        let result = self.run_in(&dir, job).await;
+        // The output is read: removing the files (unlinks and an rmdir,
+        // each a journal update) is left to the blocking pool, so the
+        // worker's next prover starts meanwhile. The runtime waits for its
+        // blocking tasks when it shuts down, so none is lost at exit.
+        tokio::task::spawn_blocking(move || drop(cleanup));
+        result
     }
 }
 

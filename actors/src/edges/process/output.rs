@@ -16,6 +16,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 pub const MAX_LINE_BYTES: usize = 4096;
 /// How much of stderr is kept for the failure message.
 pub const TAIL_BYTES: usize = 2048;
+/// One read from a pipe. Twice a longest line; a larger buffer (it was
+/// 64 KiB) made two zeroed allocations per job big enough for the heap to
+/// grow and shrink at every job, while the reads it saves are few next to
+/// the log lines a busy prover costs anyway.
+const READ_BUFFER_BYTES: usize = 2 * MAX_LINE_BYTES;
 /// Marks a line that was cut at [`MAX_LINE_BYTES`].
 const TRUNCATED: &str = " [line truncated]";
 
@@ -86,7 +91,7 @@ impl Tail {
 /// job, slot and pipe) and keeping the tail in `tail`. Memory stays bounded
 /// by the read buffer and one line, whatever the prover writes.
 pub async fn forward(pipe: impl AsyncRead + Unpin, which: Pipe, tags: LineTags, tail: Tail) {
-    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, pipe);
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut truncated = false;
     loop {

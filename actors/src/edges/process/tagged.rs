@@ -24,9 +24,12 @@ pub(super) fn kill(wanted: &str, leader: u32) {
         after: leader,
         last,
     });
+    // Grown by the first environment read: usually no pid was handed out
+    // during the job, and 64 KiB allocated for nothing each job made the
+    // heap grow and shrink (page faults) at every job.
     let mut killer = Killer {
         wanted: wanted.as_bytes(),
-        environ: Vec::with_capacity(ENVIRON_CHUNK),
+        environ: Vec::new(),
     };
     // Usually only a few pids were handed out during the job: opening
     // each one's entry (absent ones fail at once) costs less than listing
@@ -80,11 +83,14 @@ const FEW_PIDS: u32 = 256;
 
 /// The last pid the kernel handed out in this process's pid namespace.
 fn last_pid() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+    // One read into a stack buffer (a pid has at most 7 digits):
+    // `read_to_string` would add a `statx` and a second read for the end.
+    let mut text = [0u8; 16];
+    let read = std::fs::File::open("/proc/sys/kernel/ns_last_pid")
         .ok()?
-        .trim()
-        .parse()
-        .ok()
+        .read(&mut text)
+        .ok()?;
+    std::str::from_utf8(&text[..read]).ok()?.trim().parse().ok()
 }
 
 /// The pids handed out after `after`, up to and including `last`. Pids are

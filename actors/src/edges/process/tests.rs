@@ -38,8 +38,8 @@ async fn contract_input_is_passed_byte_for_byte() {
     let dir = tmp.path();
     let r = runner(dir, r#"cp "$2" "$4""#, 5000);
     assert_eq!(r.run(&job(b"23839700")).await.unwrap(), b"23839700");
-    let empty = |work: &Path| std::fs::read_dir(work).unwrap().next().is_none();
-    assert!(empty(&dir.join("work")), "job dir left behind");
+    let work = dir.join("work");
+    assert!(emptied(&work).await, "job dir left behind");
     // Files the prover leaves beside its output go with the job dir.
     let messy = runner(
         dir,
@@ -48,9 +48,22 @@ async fn contract_input_is_passed_byte_for_byte() {
     );
     assert_eq!(messy.run(&job(b"1")).await.unwrap(), b"1");
     assert!(
-        empty(&dir.join("work")),
+        emptied(&work).await,
         "job dir with the prover's files left behind"
     );
+}
+
+/// Whether `work` becomes empty within 10 s: a job's files are removed on
+/// the blocking pool once its output is read, so just after the job.
+async fn emptied(work: &Path) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(work).unwrap().next().is_some() {
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 #[tokio::test]
