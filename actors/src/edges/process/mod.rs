@@ -33,6 +33,12 @@ const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// run's end finds and kills it too.
 const JOB_TAG_VAR: &str = "ORCHESTRATOR_JOB_TAG";
 
+/// Job directories made by this process so far, across all its runners
+/// (several pools may share a work dir): the last part of each one's name,
+/// so no two jobs of this process ever get the same directory, not even
+/// while one's files are still being removed.
+static JOB_DIRS: AtomicU64 = AtomicU64::new(0);
+
 /// Why a prover binary cannot be used at all. Reported once, at start.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BinaryError {
@@ -60,7 +66,6 @@ pub struct ProcessRunner {
     work_dir: PathBuf,
     timeout: Duration,
     envs: Vec<(String, String)>,
-    runs: AtomicU64,
     /// Dropped with the runner, which sets the watchdog off.
     _watchdog: Watchdog,
 }
@@ -85,7 +90,6 @@ impl ProcessRunner {
             work_dir,
             timeout,
             envs: vec![(OWNER_VAR.into(), watchdog.token().into())],
-            runs: AtomicU64::new(0),
             _watchdog: watchdog,
         })
     }
@@ -105,7 +109,7 @@ impl ProcessRunner {
         let input_path = dir.join(INPUT_FILE);
         let output_path = dir.join(OUTPUT_FILE);
         // The job directory is this run's alone (its name holds our pid and
-        // the runner's run count), so its path tags the run.
+        // a count of this process's job dirs), so its path tags the run.
         let tag = dir.display().to_string();
         // A small file in a directory just made: a plain write costs three
         // syscalls, less than a hop to tokio's blocking pool and back.
@@ -209,7 +213,7 @@ impl ProcessRunner {
 #[async_trait]
 impl JobRunner for ProcessRunner {
     async fn run(&self, job: &Job) -> Result<Vec<u8>, JobFailure> {
-        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        let run = JOB_DIRS.fetch_add(1, Ordering::Relaxed);
         let safe_id = super::safe_name(&job.id);
         let dir = self
             .work_dir
@@ -219,10 +223,12 @@ impl JobRunner for ProcessRunner {
         let cleanup = JobDir(dir.clone());
         let result = self.run_in(&dir, job).await;
         // The output is read: removing the files (unlinks and an rmdir,
-        // each a journal update) is left to the blocking pool, so the
-        // worker's next prover starts meanwhile. The runtime waits for its
-        // blocking tasks when it shuts down, so none is lost at exit.
-        tokio::task::spawn_blocking(move || drop(cleanup));
+        // each a journal update) is a task of its own on this thread, which
+        // runs once the result is handed on, mostly while the worker's next
+        // prover already runs. Measured faster than the blocking pool (no
+        // other thread to wake). A task dropped unrun at shutdown drops the
+        // guard, which removes the files all the same.
+        tokio::spawn(async move { drop(cleanup) });
         result
     }
 }

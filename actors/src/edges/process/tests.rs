@@ -53,6 +53,19 @@ async fn contract_input_is_passed_byte_for_byte() {
     );
 }
 
+#[tokio::test]
+async fn runners_sharing_a_work_dir_never_share_a_job_dir() {
+    // The first job's files are still being removed when the second job,
+    // of another runner and with the same id, makes its directory.
+    let tmp = temp_dir("shared");
+    let dir = tmp.path();
+    let body = r#"sleep 0.2; cp "$2" "$4""#;
+    let (first, second) = (runner(dir, body, 5000), runner(dir, body, 5000));
+    assert_eq!(first.run(&job(b"1")).await.unwrap(), b"1");
+    assert_eq!(second.run(&job(b"2")).await.unwrap(), b"2");
+    assert!(emptied(&dir.join("work")).await, "job dir left behind");
+}
+
 /// Whether `work` becomes empty within 10 s: a job's files are removed on
 /// the blocking pool once its output is read, so just after the job.
 async fn emptied(work: &Path) -> bool {
