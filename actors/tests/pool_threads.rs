@@ -10,11 +10,8 @@ use std::thread::ThreadId;
 
 use async_trait::async_trait;
 use common::next_within;
-use common::pool_harness::{OUTPUT, announce, config};
-use orchestrator_actors::actors::ProverPool;
-use orchestrator_actors::edges::local::LocalBus;
+use common::pool_harness::{announce, config, start};
 use orchestrator_actors::edges::{Job, JobFailure, JobRunner};
-use orchestrator_actors::messages::queues;
 use tokio::sync::Barrier;
 
 /// Records the thread each slot's job runs on. Every job waits at a barrier
@@ -43,20 +40,11 @@ async fn threads_of(workers: usize) -> Vec<(usize, ThreadId)> {
         seen: Mutex::new(Vec::new()),
         round: Barrier::new(workers),
     });
-    let bus = LocalBus::new();
-    let jobs = bus.subscribe(&[queues::BLOCKS]);
-    let mut proofs = bus.subscribe(&[OUTPUT]);
-    let pool = ProverPool::new(
-        config(workers, false),
-        runner.clone(),
-        Box::new(jobs),
-        Arc::new(bus.clone()),
-    );
-    let _pool = actix::Actor::start(pool);
-    announce(&bus, 1..=workers as u64).await;
+    let mut h = start(runner.clone(), config(workers, false));
+    announce(&h.bus, 1..=workers as u64).await;
     for _ in 0..workers {
         // The barrier lets the round through only when all its jobs run.
-        next_within(&mut proofs, 10).await;
+        next_within(&mut h.proofs, 10).await;
     }
     runner.seen.lock().unwrap().clone()
 }

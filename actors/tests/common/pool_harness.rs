@@ -8,7 +8,7 @@ use actix::Actor;
 use orchestrator_actors::actors::{PoolConfig, PoolStatus, ProverPool, Route, WorkerStats};
 use orchestrator_actors::backoff::Backoff;
 use orchestrator_actors::edges::local::{LocalBus, LocalSource};
-use orchestrator_actors::edges::{JobFailure, JobSource, Publisher};
+use orchestrator_actors::edges::{JobFailure, JobRunner, JobSource, Publisher};
 use orchestrator_actors::messages::{Envelope, queues};
 
 use super::{ScriptedRunner, Step};
@@ -43,7 +43,7 @@ pub struct Harness {
     pub pool: actix::Addr<ProverPool>,
 }
 
-pub fn start(runner: Arc<ScriptedRunner>, config: PoolConfig) -> Harness {
+pub fn start(runner: Arc<dyn JobRunner>, config: PoolConfig) -> Harness {
     let bus = LocalBus::new();
     let jobs = bus.subscribe(&[queues::BLOCKS]);
     let proofs = bus.subscribe(&[OUTPUT]);

@@ -66,8 +66,8 @@ async fn runners_sharing_a_work_dir_never_share_a_job_dir() {
     assert!(emptied(&dir.join("work")).await, "job dir left behind");
 }
 
-/// Whether `work` becomes empty within 10 s: a job's files are removed on
-/// the blocking pool once its output is read, so just after the job.
+/// Whether `work` becomes empty within 10 s: a job's files are removed by
+/// a task of their own once its output is read, so just after the job.
 async fn emptied(work: &Path) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while std::fs::read_dir(work).unwrap().next().is_some() {
