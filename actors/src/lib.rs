@@ -14,4 +14,5 @@ pub mod backoff;
 pub mod edges;
 pub mod messages;
 pub mod metrics;
+pub mod recent;
 pub mod shutdown;

@@ -16,7 +16,7 @@ use orchestrator_actors::actors::ProverPool;
 use orchestrator_actors::edges::local::LocalBus;
 use orchestrator_actors::edges::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
 use orchestrator_actors::messages::{Envelope, Meta, queues};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 /// Holds every publish of an output until the test opens the gate; job
 /// events pass.
@@ -63,19 +63,26 @@ impl AckHandle for LoggedAck {
     }
 }
 
-/// Hands out the listed (block, attempt) deliveries in order, then waits.
+/// Hands out the (block, attempt) deliveries the test sends, in order.
 struct Script {
-    deliveries: Vec<(u64, u32)>,
+    deliveries: mpsc::UnboundedReceiver<(u64, u32)>,
     log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Script {
+    fn new(log: &Arc<Mutex<Vec<String>>>) -> (Self, mpsc::UnboundedSender<(u64, u32)>) {
+        let (send, deliveries) = mpsc::unbounded_channel();
+        let log = log.clone();
+        (Self { deliveries, log }, send)
+    }
 }
 
 #[async_trait::async_trait]
 impl JobSource for Script {
     async fn next(&mut self) -> Option<Delivery> {
-        if self.deliveries.is_empty() {
+        let Some((block, attempt)) = self.deliveries.recv().await else {
             return std::future::pending().await;
-        }
-        let (block, attempt) = self.deliveries.remove(0);
+        };
         let id = format!("block-{block}");
         Some(Delivery {
             queue: queues::BLOCKS.into(),
@@ -99,12 +106,12 @@ async fn the_worker_proves_on_while_a_proof_is_published_and_a_redelivery_meanwh
     let mut proofs = bus.subscribe(&[OUTPUT]);
     let gate = Arc::new(Semaphore::new(0));
     let acks = Arc::new(Mutex::new(Vec::new()));
-    let source = Script {
-        // Block 1, its redelivery while its proof is held at the gate, then
-        // block 2.
-        deliveries: vec![(1, 1), (1, 2), (2, 1)],
-        log: acks.clone(),
-    };
+    let (source, deliveries) = Script::new(&acks);
+    // Block 1, its redelivery while its proof is held at the gate, then
+    // block 2.
+    for delivery in [(1, 1), (1, 2), (2, 1)] {
+        deliveries.send(delivery).unwrap();
+    }
     let publisher = GatedPublisher {
         bus: bus.clone(),
         gate: gate.clone(),
@@ -160,4 +167,61 @@ async fn the_worker_proves_on_while_a_proof_is_published_and_a_redelivery_meanwh
         2,
         "block 1 was proved again"
     );
+}
+
+/// The server redelivers a job whose ack came late; that redelivery can
+/// reach the pool just after the publish and ack ended (seen in a fault test
+/// with NATS down 40 s). It is acked, not proved again; a new message (first
+/// attempt) with the same id, a deliberate resubmission, is proved.
+#[actix_rt::test]
+async fn a_redelivery_arriving_after_the_proof_was_published_and_acked_is_acked_not_proved() {
+    let runner = Arc::new(ScriptedRunner::new(vec![Step::Echo]));
+    let bus = LocalBus::new();
+    let mut proofs = bus.subscribe(&[OUTPUT]);
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let (source, deliveries) = Script::new(&acks);
+    let pool = ProverPool::new(
+        config(1, false),
+        runner.clone(),
+        Box::new(source),
+        Arc::new(bus.clone()),
+    )
+    .start();
+    let logged = || acks.lock().unwrap().clone();
+
+    deliveries.send((1, 1)).unwrap();
+    assert_eq!(next_within(&mut proofs, 10).await.payload, b"1");
+    await_stats(&pool, 10, "block 1 proved and acked", |s| {
+        s.proved == 1 && s.publishing == 0 && logged() == ["ack block-1#1"]
+    })
+    .await;
+
+    // Its late redelivery, then block 2: one worker, so block 2 is proved
+    // only after the redelivery was handled.
+    deliveries.send((1, 2)).unwrap();
+    deliveries.send((2, 1)).unwrap();
+    assert_eq!(next_within(&mut proofs, 10).await.payload, b"2");
+    await_stats(&pool, 10, "block 2 proved, the redelivery acked", |s| {
+        s.proved == 2 && logged().len() == 3
+    })
+    .await;
+    assert_eq!(
+        logged(),
+        ["ack block-1#1", "ack block-1#2", "ack block-2#1"],
+        "the redelivery of block 1 was not acked before block 2"
+    );
+    assert_eq!(
+        runner.calls.load(Ordering::SeqCst),
+        2,
+        "block 1 was proved again"
+    );
+
+    // Its output has the same message id, so the bus drops it; the count
+    // of proved jobs shows it ran.
+    deliveries.send((1, 1)).unwrap();
+    await_stats(&pool, 10, "block 1 resubmitted and proved", |s| {
+        s.proved == 3
+    })
+    .await;
+    assert_eq!(runner.calls.load(Ordering::SeqCst), 3);
 }

@@ -8,7 +8,7 @@
 //! disk, this bus in the process's memory, so a group can bound its queue
 //! ([`LocalBus::subscribe_bounded`]) and make the producer wait for it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::match_store::{BlockRecord, MatchStore};
 use super::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
 use crate::messages::{DeadLetter, Envelope, Meta, queues};
+use crate::recent::RecentSet;
 
 /// How many recent ids per queue are remembered for deduplication.
 ///
@@ -66,33 +67,9 @@ struct BusState {
     /// Queue name → the groups subscribed to it.
     subscribers: HashMap<String, Vec<Target>>,
     /// Queue name → recently published ids.
-    seen: HashMap<String, RecentIds>,
+    seen: HashMap<String, RecentSet<Arc<str>>>,
     /// Groups subscribed so far, to name each one.
     groups: usize,
-}
-
-#[derive(Default)]
-struct RecentIds {
-    ids: HashSet<Arc<str>>,
-    order: VecDeque<Arc<str>>,
-}
-
-impl RecentIds {
-    /// Remembers `id`; false if it was already there.
-    fn insert(&mut self, id: &str) -> bool {
-        if self.ids.contains(id) {
-            return false;
-        }
-        if self.order.len() == DEDUPE_WINDOW
-            && let Some(old) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-        let id: Arc<str> = id.into();
-        self.ids.insert(id.clone());
-        self.order.push_back(id);
-        true
-    }
 }
 
 impl LocalBus {
@@ -163,7 +140,7 @@ impl Publisher for LocalBus {
             if state
                 .seen
                 .get(queue)
-                .is_some_and(|seen| seen.ids.contains(message.id.as_str()))
+                .is_some_and(|seen| seen.contains(message.id.as_str()))
             {
                 tracing::debug!(queue, id = %message.id, "duplicate publish ignored");
                 return Ok(());
@@ -188,8 +165,8 @@ impl Publisher for LocalBus {
         if !state
             .seen
             .entry(queue.to_owned())
-            .or_default()
-            .insert(&message.id)
+            .or_insert_with(|| RecentSet::new(DEDUPE_WINDOW))
+            .insert(message.id.as_str().into())
         {
             // Another publish of this id got in while this one waited.
             tracing::debug!(queue, id = %message.id, "duplicate publish ignored");

@@ -170,9 +170,9 @@ pub(super) struct Publish {
 }
 
 impl Publish {
-    /// The message id of the proved job.
-    pub(super) fn id(&self) -> &str {
-        &self.delivery.id
+    /// The proved job: its input queue and message id.
+    pub(super) fn key(&self) -> super::JobKey {
+        (self.delivery.queue.clone(), self.delivery.id.clone())
     }
 
     /// Publishes every output, retrying only the publish, then acks the

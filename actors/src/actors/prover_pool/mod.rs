@@ -17,6 +17,7 @@ use super::prover_worker::ProverWorker;
 use crate::backoff::Backoff;
 use crate::edges::{Delivery, JobRunner, JobSource, Publisher};
 use crate::metrics::{self, JobEnd};
+use crate::recent::RecentSet;
 use crate::shutdown::{Lifeline, Shutdown};
 
 /// Where the output of a job from one input queue goes.
@@ -139,7 +140,10 @@ pub struct ProverPool {
     /// them that came meanwhile (the server redelivers a job whose ack is
     /// late, e.g. during an outage): those are acked once the publish ends,
     /// never proved again.
-    publishing: HashMap<String, Vec<Delivery>>,
+    publishing: HashMap<JobKey, Vec<Delivery>>,
+    /// Jobs proved, published and acked lately: a redelivery of one that
+    /// comes after the publish ended is acked too, not proved again.
+    proved_lately: RecentSet<JobKey>,
     /// Bounds the proved jobs being published at once, so that a slow or
     /// absent server holds back the workers instead of piling up outputs
     /// (several MB each) in memory.
@@ -147,6 +151,18 @@ pub struct ProverPool {
     /// Dropped with the actor; see [`Lifeline`].
     lifeline: Option<Lifeline>,
 }
+
+/// A job as the pool knows it: its input queue and message id (one block
+/// can be a job on several of a pool's queues, one per step).
+type JobKey = (String, String);
+
+/// How many proved jobs a pool remembers, to ack their late redeliveries.
+/// The server redelivers a job whose ack came late (its ack wait ran out,
+/// e.g. while NATS was down during the publish), and that redelivery can
+/// reach the pool just after the ack. The pool pulls only as many messages
+/// as it has idle workers, so such a redelivery follows its ack within a
+/// pull or two, never a thousand jobs later.
+const PROVED_LATELY: usize = 1024;
 
 impl ProverPool {
     /// A pool running jobs from `source` with `runner`, publishing outputs.
@@ -181,6 +197,7 @@ impl ProverPool {
             failing_streak: 0,
             intake_paused_until: Arc::new(Mutex::new(None)),
             publishing: HashMap::new(),
+            proved_lately: RecentSet::new(PROVED_LATELY),
             publish_room: Arc::new(Semaphore::new(workers)),
             lifeline: None,
         }
@@ -307,18 +324,31 @@ impl ProverPool {
     /// Publishes a proved job's outputs and acks it, while its worker runs
     /// the next job.
     fn publish(&mut self, publish: Box<Publish>, queue: String, ctx: &mut Context<Self>) {
-        let id = publish.id().to_owned();
-        self.publishing.entry(id.clone()).or_default();
-        ctx.spawn(publish.run().into_actor(self).map(move |outcome, pool, ctx| {
-            pool.ended(&queue, outcome, ctx);
-            for redelivery in pool.publishing.remove(&id).unwrap_or_default() {
-                pool.shutdown.spawn(async move {
-                    if let Err(error) = redelivery.ack.ack().await {
-                        tracing::warn!(job = %redelivery.id, %error, "could not ack a redelivery of a job already settled; it comes again and is acked then");
+        let key = publish.key();
+        self.publishing.entry(key.clone()).or_default();
+        ctx.spawn(
+            publish
+                .run()
+                .into_actor(self)
+                .map(move |outcome, pool, ctx| {
+                    if matches!(outcome, Outcome::Proved { .. }) {
+                        pool.proved_lately.insert(key.clone());
                     }
-                });
+                    pool.ended(&queue, outcome, ctx);
+                    for redelivery in pool.publishing.remove(&key).unwrap_or_default() {
+                        pool.ack_settled(redelivery);
+                    }
+                }),
+        );
+    }
+
+    /// Acks a redelivery of a job already settled, without running it.
+    fn ack_settled(&self, redelivery: Delivery) {
+        self.shutdown.spawn(async move {
+            if let Err(error) = redelivery.ack.ack().await {
+                tracing::warn!(job = %redelivery.id, %error, "could not ack a redelivery of a job already settled; it comes again and is acked then");
             }
-        }));
+        });
     }
 
     /// Counts how a job ended, in the stats and metrics, and lets failures
@@ -514,7 +544,15 @@ impl Handler<Dispatch> for ProverPool {
     type Result = ();
 
     fn handle(&mut self, job: Dispatch, ctx: &mut Self::Context) {
-        if let Some(redeliveries) = self.publishing.get_mut(&job.delivery.id) {
+        let key = (job.delivery.queue.clone(), job.delivery.id.clone());
+        // A first attempt is a new message (a deliberate resubmission of
+        // the block), proved again; only redeliveries are settled here.
+        if job.delivery.attempt > 1 && self.proved_lately.contains(&key) {
+            tracing::info!(job = %job.delivery.id, attempt = job.delivery.attempt, "redelivered after its proof was published and acked; acked, not proved again");
+            self.ack_settled(job.delivery);
+            return;
+        }
+        if let Some(redeliveries) = self.publishing.get_mut(&key) {
             tracing::info!(job = %job.delivery.id, "redelivered while its proof is being published; it is acked once that is done, not proved again");
             // Its permit goes back: the worker takes another job meanwhile.
             redeliveries.push(job.delivery);
