@@ -1,7 +1,8 @@
 //! A proved job's publish and ack run beside the next job: the worker is
-//! free once its prover exits, and a redelivery of a job that is still being
-//! published (the server redelivers a job whose ack is late, e.g. during an
-//! outage) is acked when the publish ends, never proved twice.
+//! free once its prover exits. The server redelivers a job whose ack is
+//! late (e.g. NATS down longer than the ack wait); a redelivery of a job
+//! that is running or being published here, or was just proved, is settled
+//! with it, never proved twice.
 
 mod common;
 
@@ -14,7 +15,9 @@ use common::pool_harness::*;
 use common::{ScriptedRunner, Step, next_within};
 use orchestrator_actors::actors::ProverPool;
 use orchestrator_actors::edges::local::LocalBus;
-use orchestrator_actors::edges::{AckHandle, Delivery, EdgeError, JobSource, Publisher};
+use orchestrator_actors::edges::{
+    AckHandle, Delivery, EdgeError, Job, JobFailure, JobRunner, JobSource, Publisher,
+};
 use orchestrator_actors::messages::{Envelope, Meta, queues};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -224,4 +227,133 @@ async fn a_redelivery_arriving_after_the_proof_was_published_and_acked_is_acked_
     })
     .await;
     assert_eq!(runner.calls.load(Ordering::SeqCst), 3);
+}
+
+/// Echoes each input once the test lets it finish (the first one fails if
+/// `fail_first`); records which started.
+struct GatedRunner {
+    started: Mutex<Vec<String>>,
+    gate: Semaphore,
+    fail_first: bool,
+}
+
+impl GatedRunner {
+    fn new(fail_first: bool) -> Arc<Self> {
+        Arc::new(Self {
+            started: Mutex::default(),
+            gate: Semaphore::new(0),
+            fail_first,
+        })
+    }
+
+    fn started(&self) -> Vec<String> {
+        self.started.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl JobRunner for GatedRunner {
+    async fn run(&self, job: &Job) -> Result<Vec<u8>, JobFailure> {
+        let input = String::from_utf8_lossy(&job.input).into_owned();
+        let first = {
+            let mut started = self.started.lock().unwrap();
+            started.push(input);
+            started.len() == 1
+        };
+        self.gate.acquire().await.expect("gate open").forget();
+        if first && self.fail_first {
+            return Err(JobFailure::Exit {
+                code: 1,
+                stderr: String::new(),
+            });
+        }
+        Ok(job.input.to_vec())
+    }
+}
+
+/// NATS down longer than the ack wait while a prover runs: the server
+/// redelivers the job, and this host has an idle worker. The redelivery
+/// waits for the running job and is acked with it; no second GPU proves the
+/// same block.
+#[actix_rt::test]
+async fn a_redelivery_of_a_running_job_waits_for_it_and_is_acked_with_it() {
+    let runner = GatedRunner::new(false);
+    let bus = LocalBus::new();
+    let mut proofs = bus.subscribe(&[OUTPUT]);
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let (source, deliveries) = Script::new(&acks);
+    let pool = ProverPool::new(
+        config(2, false),
+        runner.clone(),
+        Box::new(source),
+        Arc::new(bus.clone()),
+    )
+    .start();
+    let started = || runner.started();
+
+    deliveries.send((1, 1)).unwrap();
+    await_stats(&pool, 10, "block 1 running", |_| started() == ["1"]).await;
+    // Its redelivery, then block 2: block 2 starts on the second worker
+    // only once the redelivery has been handled without taking it.
+    deliveries.send((1, 2)).unwrap();
+    deliveries.send((2, 1)).unwrap();
+    await_stats(&pool, 10, "block 2 running", |_| started().len() == 2).await;
+    assert_eq!(started(), ["1", "2"], "block 1 ran twice at once");
+
+    runner.gate.add_permits(2);
+    let mut published = vec![
+        next_within(&mut proofs, 10).await.payload,
+        next_within(&mut proofs, 10).await.payload,
+    ];
+    published.sort();
+    assert_eq!(published, [b"1".to_vec(), b"2".to_vec()]);
+    let acks_now = || {
+        let mut acks = acks.lock().unwrap().clone();
+        acks.sort();
+        acks
+    };
+    await_stats(&pool, 10, "all three deliveries acked", |_| {
+        acks_now().len() == 3
+    })
+    .await;
+    assert_eq!(
+        acks_now(),
+        ["ack block-1#1", "ack block-1#2", "ack block-2#1"]
+    );
+}
+
+/// A redelivery that waited for a running job that then failed is left to
+/// the server (the job is retried by its schedule), not acked.
+#[actix_rt::test]
+async fn a_redelivery_that_waited_for_a_failed_attempt_is_not_acked() {
+    let runner = GatedRunner::new(true);
+    let bus = LocalBus::new();
+    let mut proofs = bus.subscribe(&[OUTPUT]);
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let (source, deliveries) = Script::new(&acks);
+    let pool = ProverPool::new(
+        config(2, false),
+        runner.clone(),
+        Box::new(source),
+        Arc::new(bus.clone()),
+    )
+    .start();
+
+    deliveries.send((1, 1)).unwrap();
+    await_stats(&pool, 10, "block 1 running", |_| runner.started() == ["1"]).await;
+    deliveries.send((1, 2)).unwrap();
+    deliveries.send((2, 1)).unwrap();
+    await_stats(&pool, 10, "block 2 running", |_| {
+        runner.started().len() == 2
+    })
+    .await;
+    runner.gate.add_permits(2);
+    assert_eq!(next_within(&mut proofs, 10).await.payload, b"2");
+    await_stats(&pool, 10, "block 1 failed, block 2 proved", |s| {
+        s.retried == 1 && s.proved == 1 && acks.lock().unwrap().len() == 2
+    })
+    .await;
+    let mut acks = acks.lock().unwrap().clone();
+    acks.sort();
+    assert_eq!(acks, ["ack block-2#1", "nak block-1#1"]);
 }

@@ -170,11 +170,6 @@ pub(super) struct Publish {
 }
 
 impl Publish {
-    /// The proved job: its input queue and message id.
-    pub(super) fn key(&self) -> super::JobKey {
-        (self.delivery.queue.clone(), self.delivery.id.clone())
-    }
-
     /// Publishes every output, retrying only the publish, then acks the
     /// job; dead-letters it if the output can never be published.
     pub(super) async fn run(self) -> Outcome {

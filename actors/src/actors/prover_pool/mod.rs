@@ -2,8 +2,9 @@
 //! retries failed jobs, replaces workers that die.
 
 mod job;
+mod redeliveries;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::job::{Outcome, Publish, Ran};
+use self::redeliveries::{Arrival, JobKey, Redeliveries};
 use super::prover_worker::ProverWorker;
 use crate::backoff::Backoff;
 use crate::edges::{Delivery, JobRunner, JobSource, Publisher};
 use crate::metrics::{self, JobEnd};
-use crate::recent::RecentSet;
 use crate::shutdown::{Lifeline, Shutdown};
 
 /// Where the output of a job from one input queue goes.
@@ -136,14 +137,10 @@ pub struct ProverPool {
     failing_streak: u32,
     /// The feeder takes no job before this instant.
     intake_paused_until: Arc<Mutex<Option<Instant>>>,
-    /// Proved jobs being published, by job id, with the redeliveries of
-    /// them that came meanwhile (the server redelivers a job whose ack is
-    /// late, e.g. during an outage): those are acked once the publish ends,
-    /// never proved again.
-    publishing: HashMap<JobKey, Vec<Delivery>>,
-    /// Jobs proved, published and acked lately: a redelivery of one that
-    /// comes after the publish ended is acked too, not proved again.
-    proved_lately: RecentSet<JobKey>,
+    /// Jobs running or publishing here, and redeliveries of them.
+    redeliveries: Redeliveries,
+    /// Proved jobs whose outputs are being published.
+    publishing: usize,
     /// Bounds the proved jobs being published at once, so that a slow or
     /// absent server holds back the workers instead of piling up outputs
     /// (several MB each) in memory.
@@ -151,18 +148,6 @@ pub struct ProverPool {
     /// Dropped with the actor; see [`Lifeline`].
     lifeline: Option<Lifeline>,
 }
-
-/// A job as the pool knows it: its input queue and message id (one block
-/// can be a job on several of a pool's queues, one per step).
-type JobKey = (String, String);
-
-/// How many proved jobs a pool remembers, to ack their late redeliveries.
-/// The server redelivers a job whose ack came late (its ack wait ran out,
-/// e.g. while NATS was down during the publish), and that redelivery can
-/// reach the pool just after the ack. The pool pulls only as many messages
-/// as it has idle workers, so such a redelivery follows its ack within a
-/// pull or two, never a thousand jobs later.
-const PROVED_LATELY: usize = 1024;
 
 impl ProverPool {
     /// A pool running jobs from `source` with `runner`, publishing outputs.
@@ -196,8 +181,8 @@ impl ProverPool {
             shutdown: Shutdown::new(),
             failing_streak: 0,
             intake_paused_until: Arc::new(Mutex::new(None)),
-            publishing: HashMap::new(),
-            proved_lately: RecentSet::new(PROVED_LATELY),
+            redeliveries: Redeliveries::new(),
+            publishing: 0,
             publish_room: Arc::new(Semaphore::new(workers)),
             lifeline: None,
         }
@@ -288,6 +273,7 @@ impl ProverPool {
             .expect("idle slot has a worker");
         self.slots[slot].busy = true;
         let (prover, queue) = (self.config.name.clone(), delivery.queue.clone());
+        let key = self.redeliveries.started(&delivery);
         let gpu = self.config.gpus.get(slot).cloned();
         metrics::job_started(&prover, &queue);
         metrics::job_in_flight(&prover, slot, gpu.as_deref(), true);
@@ -308,10 +294,10 @@ impl ProverPool {
             pool.slots[slot].busy = false;
             metrics::job_in_flight(&prover, slot, gpu.as_deref(), false);
             match ran {
-                Ran::Settled(outcome) => pool.ended(&queue, outcome, ctx),
+                Ran::Settled(outcome) => pool.settled(key, &queue, outcome, ctx),
                 Ran::Proved(publish) => {
                     pool.slots[slot].deaths = 0;
-                    pool.publish(publish, queue, ctx);
+                    pool.publish(publish, key, queue, ctx);
                 }
             }
             if retire {
@@ -323,23 +309,36 @@ impl ProverPool {
 
     /// Publishes a proved job's outputs and acks it, while its worker runs
     /// the next job.
-    fn publish(&mut self, publish: Box<Publish>, queue: String, ctx: &mut Context<Self>) {
-        let key = publish.key();
-        self.publishing.entry(key.clone()).or_default();
+    fn publish(
+        &mut self,
+        publish: Box<Publish>,
+        key: JobKey,
+        queue: String,
+        ctx: &mut Context<Self>,
+    ) {
+        self.publishing += 1;
         ctx.spawn(
             publish
                 .run()
                 .into_actor(self)
                 .map(move |outcome, pool, ctx| {
-                    if matches!(outcome, Outcome::Proved { .. }) {
-                        pool.proved_lately.insert(key.clone());
-                    }
-                    pool.ended(&queue, outcome, ctx);
-                    for redelivery in pool.publishing.remove(&key).unwrap_or_default() {
-                        pool.ack_settled(redelivery);
-                    }
+                    pool.publishing -= 1;
+                    pool.settled(key, &queue, outcome, ctx);
                 }),
         );
+    }
+
+    /// A job left this pool: counts how it ended and settles the
+    /// redeliveries of it that waited. Once the job is acked or dead-lettered
+    /// they are acked too; a job that comes back (retried, handed back) comes
+    /// back by the server's schedule, so they are left to it.
+    fn settled(&mut self, key: JobKey, queue: &str, outcome: Outcome, ctx: &mut Context<Self>) {
+        let proved = matches!(outcome, Outcome::Proved { .. });
+        let for_good = !matches!(outcome, Outcome::Retried | Outcome::HandedBack);
+        self.ended(queue, outcome, ctx);
+        for redelivery in self.redeliveries.ended(key, proved, for_good) {
+            self.ack_settled(redelivery);
+        }
     }
 
     /// Acks a redelivery of a job already settled, without running it.
@@ -544,22 +543,17 @@ impl Handler<Dispatch> for ProverPool {
     type Result = ();
 
     fn handle(&mut self, job: Dispatch, ctx: &mut Self::Context) {
-        let key = (job.delivery.queue.clone(), job.delivery.id.clone());
-        // A first attempt is a new message (a deliberate resubmission of
-        // the block), proved again; only redeliveries are settled here.
-        if job.delivery.attempt > 1 && self.proved_lately.contains(&key) {
-            tracing::info!(job = %job.delivery.id, attempt = job.delivery.attempt, "redelivered after its proof was published and acked; acked, not proved again");
-            self.ack_settled(job.delivery);
-            return;
+        let Dispatch { delivery, permit } = job;
+        // A redelivery that is not run gives its permit back: the worker
+        // takes another job meanwhile.
+        match self.redeliveries.arrived(delivery) {
+            Arrival::Run(delivery) => {
+                self.waiting.push_back(Dispatch { delivery, permit });
+                self.dispatch_waiting(ctx);
+            }
+            Arrival::Ack(redelivery) => self.ack_settled(redelivery),
+            Arrival::Parked => {}
         }
-        if let Some(redeliveries) = self.publishing.get_mut(&key) {
-            tracing::info!(job = %job.delivery.id, "redelivered while its proof is being published; it is acked once that is done, not proved again");
-            // Its permit goes back: the worker takes another job meanwhile.
-            redeliveries.push(job.delivery);
-            return;
-        }
-        self.waiting.push_back(job);
-        self.dispatch_waiting(ctx);
     }
 }
 
@@ -574,7 +568,7 @@ impl Handler<PoolStatus> for ProverPool {
                 .filter(|s| s.worker.as_ref().is_some_and(Addr::connected))
                 .count(),
             busy: self.slots.iter().filter(|s| s.busy).count(),
-            publishing: self.publishing.len(),
+            publishing: self.publishing,
             ..self.stats.clone()
         }
     }
