@@ -1,5 +1,7 @@
 //! Role mode when the ground moves under a long proof: NATS goes away after
 //! the prover started (the proof must not be run again, only its publish),
+//! NATS goes away for longer than the ack wait (the server redelivers the
+//! running job; the host's idle worker must not prove it a second time),
 //! and a prover host is stopped with SIGTERM mid-job (the job must go to
 //! another host at once, not after the ack wait). Every role is a process of
 //! the real binary, glued by a real nats-server, blocks from a real anvil.
@@ -7,10 +9,12 @@
 mod nats_support;
 mod support;
 
+use std::time::Duration;
+
 use nats_support::checks::window;
 use nats_support::layout::{mock_prover, proof_matcher, window_watcher};
 use nats_support::role::log_field;
-use nats_support::{BACKLOG, Cluster, RoleProcess};
+use nats_support::{BACKLOG, Cluster, FLOW_TIMEOUT, RoleProcess};
 use support::STOP_TIMEOUT;
 
 /// Waits until `prover` has started the prover binary for `job`.
@@ -45,6 +49,51 @@ fn a_publish_failing_after_the_proof_is_retried_without_proving_again() {
     if runs != 1 {
         cluster.fail(&format!(
             "the prover binary ran {runs} times for {job}; a failed publish must not run it again"
+        ));
+    }
+}
+
+#[test]
+fn a_job_redelivered_while_it_runs_is_not_proved_on_a_second_worker() {
+    let mut cluster = Cluster::start("real-redelivered-running");
+    cluster.init();
+    let first = cluster.next_block_with_backlog(BACKLOG);
+    let window = window(first, 1);
+    let job = format!("block-{first}");
+    // Two workers, so one is idle when the redelivery comes; a proof that
+    // outlasts the outage.
+    let prover = cluster.spawn(&mock_prover("prover").env([
+        ("ORCHESTRATOR_WORKERS", "2"),
+        ("ORCHESTRATOR_ACK_WAIT", "3s"),
+        ("ORCHESTRATOR_PROGRESS_INTERVAL", "1s"),
+        ("MOCK_PROVE_TIME_MS", "20000"),
+    ]));
+    let _matcher = cluster.spawn(&proof_matcher());
+    let _watcher = cluster.spawn(&window_watcher(&window));
+
+    await_started(&cluster, &prover, &job);
+    cluster.nats.kill();
+    // The outage is the scenario: no progress reaches the server for longer
+    // than the ack wait, so it redelivers the job once it is back.
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.nats.restart();
+    // The redelivery came: it waits for the running job, or (the defect)
+    // starts the prover a second time.
+    let waited = || {
+        prover.log_lines().iter().any(|line| {
+            line.contains("redelivered while it runs") && log_field(line, "job") == Some(&job)
+        })
+    };
+    let came = support::eventually(FLOW_TIMEOUT, || waited() || prover.prover_runs(&job) > 1);
+    if !came {
+        cluster.fail("the server never redelivered the running job");
+    }
+
+    cluster.await_completed_once(&mut cluster.tap("completed_proofs"), &window);
+    let runs = prover.prover_runs(&job);
+    if runs != 1 || !waited() {
+        cluster.fail(&format!(
+            "the prover binary ran {runs} times for {job}; a redelivery of a running job must wait for it"
         ));
     }
 }
