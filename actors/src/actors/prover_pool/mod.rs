@@ -137,7 +137,7 @@ pub struct ProverPool {
     failing_streak: u32,
     /// The feeder takes no job before this instant.
     intake_paused_until: Arc<Mutex<Option<Instant>>>,
-    /// Jobs running or publishing here, and redeliveries of them.
+    /// Jobs taken, running or publishing here, and redeliveries of them.
     redeliveries: Redeliveries,
     /// Proved jobs whose outputs are being published.
     publishing: usize,
@@ -273,7 +273,7 @@ impl ProverPool {
             .expect("idle slot has a worker");
         self.slots[slot].busy = true;
         let (prover, queue) = (self.config.name.clone(), delivery.queue.clone());
-        let key = self.redeliveries.started(&delivery);
+        let key = redeliveries::key(&delivery);
         let gpu = self.config.gpus.get(slot).cloned();
         metrics::job_started(&prover, &queue);
         metrics::job_in_flight(&prover, slot, gpu.as_deref(), true);

@@ -24,12 +24,12 @@ pub(super) enum Arrival {
     Run(Delivery),
     /// A redelivery of a job proved and acked here: ack it.
     Ack(Delivery),
-    /// A redelivery of a job running or being published here: it waits
+    /// A redelivery of a job taken, running or being published here: it waits
     /// for that job (see [`Redeliveries::ended`]).
     Parked,
 }
 
-/// The jobs a pool is running or publishing, with the redeliveries of them
+/// The jobs a pool took and is running or publishing, with the redeliveries of them
 /// that came meanwhile, and the jobs it proved lately.
 pub(super) struct Redeliveries {
     active: HashMap<JobKey, Vec<Delivery>>,
@@ -59,15 +59,12 @@ impl Redeliveries {
                 waiting.push(delivery);
                 Arrival::Parked
             }
-            None => Arrival::Run(delivery),
+            None => {
+                // Active from now on, also while it waits for a worker.
+                self.active.insert(key, Vec::new());
+                Arrival::Run(delivery)
+            }
         }
-    }
-
-    /// `delivery`'s job starts on a worker.
-    pub(super) fn started(&mut self, delivery: &Delivery) -> JobKey {
-        let key = key(delivery);
-        self.active.entry(key.clone()).or_default();
-        key
     }
 
     /// The job left the pool: returns the redeliveries that waited for it
@@ -82,6 +79,7 @@ impl Redeliveries {
     }
 }
 
-fn key(delivery: &Delivery) -> JobKey {
+/// `delivery`'s job.
+pub(super) fn key(delivery: &Delivery) -> JobKey {
     (delivery.queue.clone(), delivery.id.clone())
 }
