@@ -24,13 +24,13 @@ pub(super) enum Arrival {
     Run(Delivery),
     /// A redelivery of a job proved and acked here: ack it.
     Ack(Delivery),
-    /// A redelivery of a job taken, running or being published here: it waits
-    /// for that job (see [`Redeliveries::ended`]).
+    /// A redelivery of a job taken, running or being published here: it
+    /// waits for that job (see [`Redeliveries::ended`]).
     Parked,
 }
 
-/// The jobs a pool took and is running or publishing, with the redeliveries of them
-/// that came meanwhile, and the jobs it proved lately.
+/// The jobs a pool took and is running or publishing, with the
+/// redeliveries of them that came meanwhile, and the jobs it proved lately.
 pub(super) struct Redeliveries {
     active: HashMap<JobKey, Vec<Delivery>>,
     proved_lately: RecentSet<JobKey>,
