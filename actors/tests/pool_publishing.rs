@@ -14,7 +14,7 @@ use actix::Actor;
 use common::pool_harness::*;
 use common::{ScriptedRunner, Step, next_within};
 use orchestrator_actors::actors::ProverPool;
-use orchestrator_actors::edges::local::LocalBus;
+use orchestrator_actors::edges::local::{LocalBus, LocalSource};
 use orchestrator_actors::edges::{
     AckHandle, Delivery, EdgeError, Job, JobFailure, JobRunner, JobSource, Publisher,
 };
@@ -101,68 +101,118 @@ impl JobSource for Script {
     }
 }
 
+/// A pool on a scripted source: the deliveries the test sends, the acks the
+/// pool gives ("ack block-1#2"), the outputs it publishes.
+struct Rig {
+    pool: actix::Addr<ProverPool>,
+    deliveries: mpsc::UnboundedSender<(u64, u32)>,
+    acks: Arc<Mutex<Vec<String>>>,
+    proofs: LocalSource,
+}
+
+impl Rig {
+    /// `workers` workers running `runner`; outputs go to an in-process bus
+    /// through the publisher `publisher` makes of it.
+    fn start(
+        workers: usize,
+        runner: Arc<dyn JobRunner>,
+        publisher: impl FnOnce(LocalBus) -> Arc<dyn Publisher>,
+    ) -> Self {
+        let bus = LocalBus::new();
+        let proofs = bus.subscribe(&[OUTPUT]);
+        let acks = Arc::default();
+        let (source, deliveries) = Script::new(&acks);
+        let pool = ProverPool::new(
+            config(workers, false),
+            runner,
+            Box::new(source),
+            publisher(bus),
+        )
+        .start();
+        Self {
+            pool,
+            deliveries,
+            acks,
+            proofs,
+        }
+    }
+
+    /// Hands these (block, attempt) deliveries to the pool, in order.
+    fn send(&self, deliveries: &[(u64, u32)]) {
+        for delivery in deliveries {
+            self.deliveries.send(*delivery).unwrap();
+        }
+    }
+
+    /// The acks so far, in the order given.
+    fn acks(&self) -> Vec<String> {
+        self.acks.lock().unwrap().clone()
+    }
+
+    /// The acks so far, sorted.
+    fn sorted_acks(&self) -> Vec<String> {
+        let mut acks = self.acks();
+        acks.sort();
+        acks
+    }
+
+    /// The payloads of the next two outputs, sorted.
+    async fn two_outputs(&mut self) -> Vec<Vec<u8>> {
+        let mut published = vec![
+            next_within(&mut self.proofs, 10).await.payload,
+            next_within(&mut self.proofs, 10).await.payload,
+        ];
+        published.sort();
+        published
+    }
+}
+
+fn to_bus(bus: LocalBus) -> Arc<dyn Publisher> {
+    Arc::new(bus)
+}
+
 #[actix_rt::test]
 async fn the_worker_proves_on_while_a_proof_is_published_and_a_redelivery_meanwhile_is_acked_not_proved()
  {
     let runner = Arc::new(ScriptedRunner::new(vec![Step::Echo]));
-    let bus = LocalBus::new();
-    let mut proofs = bus.subscribe(&[OUTPUT]);
     let gate = Arc::new(Semaphore::new(0));
-    let acks = Arc::new(Mutex::new(Vec::new()));
-    let (source, deliveries) = Script::new(&acks);
+    let held = gate.clone();
+    let mut rig = Rig::start(1, runner.clone(), |bus| {
+        Arc::new(GatedPublisher { bus, gate: held })
+    });
     // Block 1, its redelivery while its proof is held at the gate, then
     // block 2.
-    for delivery in [(1, 1), (1, 2), (2, 1)] {
-        deliveries.send(delivery).unwrap();
-    }
-    let publisher = GatedPublisher {
-        bus: bus.clone(),
-        gate: gate.clone(),
-    };
-    let pool = ProverPool::new(
-        config(1, false),
-        runner.clone(),
-        Box::new(source),
-        Arc::new(publisher),
-    )
-    .start();
+    rig.send(&[(1, 1), (1, 2), (2, 1)]);
 
     // One worker: block 2 can only run if the worker was freed while block
     // 1's proof waits at the gate; and it is taken after block 1's
     // redelivery, so that redelivery was handled by then.
     let calls = runner.clone();
     await_stats(
-        &pool,
+        &rig.pool,
         10,
         "block 2 proved while block 1 is published",
         |s| calls.calls.load(Ordering::SeqCst) >= 2 && s.publishing >= 1,
     )
     .await;
     assert!(
-        acks.lock().unwrap().is_empty(),
+        rig.acks().is_empty(),
         "acked before the proof was published: {:?}",
-        acks.lock().unwrap()
+        rig.acks()
     );
 
     gate.add_permits(100);
-    let mut published = vec![
-        next_within(&mut proofs, 10).await.payload,
-        next_within(&mut proofs, 10).await.payload,
-    ];
-    published.sort();
-    assert_eq!(published, [b"1".to_vec(), b"2".to_vec()]);
-    await_stats(&pool, 10, "both jobs settled", |s| {
+    assert_eq!(rig.two_outputs().await, [b"1".to_vec(), b"2".to_vec()]);
+    await_stats(&rig.pool, 10, "both jobs settled", |s| {
         s.proved == 2 && s.publishing == 0
     })
     .await;
-    let acks_now = || {
-        let mut acks = acks.lock().unwrap().clone();
-        acks.sort();
-        acks
-    };
-    await_stats(&pool, 10, "the redelivery acked", |_| acks_now().len() == 3).await;
+    await_stats(&rig.pool, 10, "the redelivery acked", |_| {
+        rig.acks().len() == 3
+    })
+    .await;
     assert_eq!(
-        acks_now(),
+        rig.sorted_acks(),
         ["ack block-1#1", "ack block-1#2", "ack block-2#1"]
     );
     assert_eq!(
@@ -179,37 +229,25 @@ async fn the_worker_proves_on_while_a_proof_is_published_and_a_redelivery_meanwh
 #[actix_rt::test]
 async fn a_redelivery_arriving_after_the_proof_was_published_and_acked_is_acked_not_proved() {
     let runner = Arc::new(ScriptedRunner::new(vec![Step::Echo]));
-    let bus = LocalBus::new();
-    let mut proofs = bus.subscribe(&[OUTPUT]);
-    let acks = Arc::new(Mutex::new(Vec::new()));
-    let (source, deliveries) = Script::new(&acks);
-    let pool = ProverPool::new(
-        config(1, false),
-        runner.clone(),
-        Box::new(source),
-        Arc::new(bus.clone()),
-    )
-    .start();
-    let logged = || acks.lock().unwrap().clone();
+    let mut rig = Rig::start(1, runner.clone(), to_bus);
 
-    deliveries.send((1, 1)).unwrap();
-    assert_eq!(next_within(&mut proofs, 10).await.payload, b"1");
-    await_stats(&pool, 10, "block 1 proved and acked", |s| {
-        s.proved == 1 && s.publishing == 0 && logged() == ["ack block-1#1"]
+    rig.send(&[(1, 1)]);
+    assert_eq!(next_within(&mut rig.proofs, 10).await.payload, b"1");
+    await_stats(&rig.pool, 10, "block 1 proved and acked", |s| {
+        s.proved == 1 && s.publishing == 0 && rig.acks() == ["ack block-1#1"]
     })
     .await;
 
     // Its late redelivery, then block 2: one worker, so block 2 is proved
     // only after the redelivery was handled.
-    deliveries.send((1, 2)).unwrap();
-    deliveries.send((2, 1)).unwrap();
-    assert_eq!(next_within(&mut proofs, 10).await.payload, b"2");
-    await_stats(&pool, 10, "block 2 proved, the redelivery acked", |s| {
-        s.proved == 2 && logged().len() == 3
+    rig.send(&[(1, 2), (2, 1)]);
+    assert_eq!(next_within(&mut rig.proofs, 10).await.payload, b"2");
+    await_stats(&rig.pool, 10, "block 2 proved, the redelivery acked", |s| {
+        s.proved == 2 && rig.acks().len() == 3
     })
     .await;
     assert_eq!(
-        logged(),
+        rig.acks(),
         ["ack block-1#1", "ack block-1#2", "ack block-2#1"],
         "the redelivery of block 1 was not acked before block 2"
     );
@@ -221,8 +259,8 @@ async fn a_redelivery_arriving_after_the_proof_was_published_and_acked_is_acked_
 
     // Its output has the same message id, so the bus drops it; the count
     // of proved jobs shows it ran.
-    deliveries.send((1, 1)).unwrap();
-    await_stats(&pool, 10, "block 1 resubmitted and proved", |s| {
+    rig.send(&[(1, 1)]);
+    await_stats(&rig.pool, 10, "block 1 resubmitted and proved", |s| {
         s.proved == 3
     })
     .await;
@@ -271,6 +309,24 @@ impl JobRunner for GatedRunner {
     }
 }
 
+/// Starts block 1 on one of two workers, then hands over its redelivery
+/// and block 2; returns once block 2 runs on the other worker, which it
+/// can only do once the redelivery was handled without taking that worker.
+async fn block_1_running_and_redelivered(runner: &Arc<GatedRunner>) -> Rig {
+    let rig = Rig::start(2, runner.clone(), to_bus);
+    rig.send(&[(1, 1)]);
+    await_stats(&rig.pool, 10, "block 1 running", |_| {
+        runner.started() == ["1"]
+    })
+    .await;
+    rig.send(&[(1, 2), (2, 1)]);
+    await_stats(&rig.pool, 10, "block 2 running", |_| {
+        runner.started().len() == 2
+    })
+    .await;
+    rig
+}
+
 /// NATS down longer than the ack wait while a prover runs: the server
 /// redelivers the job, and this host has an idle worker. The redelivery
 /// waits for the running job and is acked with it; no second GPU proves the
@@ -278,46 +334,17 @@ impl JobRunner for GatedRunner {
 #[actix_rt::test]
 async fn a_redelivery_of_a_running_job_waits_for_it_and_is_acked_with_it() {
     let runner = GatedRunner::new(false);
-    let bus = LocalBus::new();
-    let mut proofs = bus.subscribe(&[OUTPUT]);
-    let acks = Arc::new(Mutex::new(Vec::new()));
-    let (source, deliveries) = Script::new(&acks);
-    let pool = ProverPool::new(
-        config(2, false),
-        runner.clone(),
-        Box::new(source),
-        Arc::new(bus.clone()),
-    )
-    .start();
-    let started = || runner.started();
-
-    deliveries.send((1, 1)).unwrap();
-    await_stats(&pool, 10, "block 1 running", |_| started() == ["1"]).await;
-    // Its redelivery, then block 2: block 2 starts on the second worker
-    // only once the redelivery has been handled without taking it.
-    deliveries.send((1, 2)).unwrap();
-    deliveries.send((2, 1)).unwrap();
-    await_stats(&pool, 10, "block 2 running", |_| started().len() == 2).await;
-    assert_eq!(started(), ["1", "2"], "block 1 ran twice at once");
+    let mut rig = block_1_running_and_redelivered(&runner).await;
+    assert_eq!(runner.started(), ["1", "2"], "block 1 ran twice at once");
 
     runner.gate.add_permits(2);
-    let mut published = vec![
-        next_within(&mut proofs, 10).await.payload,
-        next_within(&mut proofs, 10).await.payload,
-    ];
-    published.sort();
-    assert_eq!(published, [b"1".to_vec(), b"2".to_vec()]);
-    let acks_now = || {
-        let mut acks = acks.lock().unwrap().clone();
-        acks.sort();
-        acks
-    };
-    await_stats(&pool, 10, "all three deliveries acked", |_| {
-        acks_now().len() == 3
+    assert_eq!(rig.two_outputs().await, [b"1".to_vec(), b"2".to_vec()]);
+    await_stats(&rig.pool, 10, "all three deliveries acked", |_| {
+        rig.acks().len() == 3
     })
     .await;
     assert_eq!(
-        acks_now(),
+        rig.sorted_acks(),
         ["ack block-1#1", "ack block-1#2", "ack block-2#1"]
     );
 }
@@ -327,33 +354,12 @@ async fn a_redelivery_of_a_running_job_waits_for_it_and_is_acked_with_it() {
 #[actix_rt::test]
 async fn a_redelivery_that_waited_for_a_failed_attempt_is_not_acked() {
     let runner = GatedRunner::new(true);
-    let bus = LocalBus::new();
-    let mut proofs = bus.subscribe(&[OUTPUT]);
-    let acks = Arc::new(Mutex::new(Vec::new()));
-    let (source, deliveries) = Script::new(&acks);
-    let pool = ProverPool::new(
-        config(2, false),
-        runner.clone(),
-        Box::new(source),
-        Arc::new(bus.clone()),
-    )
-    .start();
-
-    deliveries.send((1, 1)).unwrap();
-    await_stats(&pool, 10, "block 1 running", |_| runner.started() == ["1"]).await;
-    deliveries.send((1, 2)).unwrap();
-    deliveries.send((2, 1)).unwrap();
-    await_stats(&pool, 10, "block 2 running", |_| {
-        runner.started().len() == 2
-    })
-    .await;
+    let mut rig = block_1_running_and_redelivered(&runner).await;
     runner.gate.add_permits(2);
-    assert_eq!(next_within(&mut proofs, 10).await.payload, b"2");
-    await_stats(&pool, 10, "block 1 failed, block 2 proved", |s| {
-        s.retried == 1 && s.proved == 1 && acks.lock().unwrap().len() == 2
+    assert_eq!(next_within(&mut rig.proofs, 10).await.payload, b"2");
+    await_stats(&rig.pool, 10, "block 1 failed, block 2 proved", |s| {
+        s.retried == 1 && s.proved == 1 && rig.acks().len() == 2
     })
     .await;
-    let mut acks = acks.lock().unwrap().clone();
-    acks.sort();
-    assert_eq!(acks, ["ack block-2#1", "nak block-1#1"]);
+    assert_eq!(rig.sorted_acks(), ["ack block-2#1", "nak block-1#1"]);
 }
