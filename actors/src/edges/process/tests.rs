@@ -66,17 +66,25 @@ async fn runners_sharing_a_work_dir_never_share_a_job_dir() {
     assert!(emptied(&dir.join("work")).await, "job dir left behind");
 }
 
-/// Whether `work` becomes empty within 10 s: a job's files are removed by
-/// a task of their own once its output is read, so just after the job.
-async fn emptied(work: &Path) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while std::fs::read_dir(work).unwrap().next().is_some() {
+/// Polls `condition` until it holds, up to `limit`; whether it did.
+async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
         if tokio::time::Instant::now() > deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     true
+}
+
+/// Whether `work` becomes empty within 10 s: a job's files are removed by
+/// a task of their own once its output is read, so just after the job.
+async fn emptied(work: &Path) -> bool {
+    eventually(Duration::from_secs(10), || {
+        std::fs::read_dir(work).unwrap().next().is_none()
+    })
+    .await
 }
 
 #[tokio::test]
@@ -136,15 +144,11 @@ async fn a_timed_out_job_leaves_no(what: &str, name: &str, body: &str) {
         .trim()
         .parse()
         .unwrap();
-    let mut gone = false;
-    for _ in 0..100 {
+    let gone = eventually(Duration::from_secs(5), || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-        if stat.map_or(true, |s| s.contains(") Z ")) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        stat.map_or(true, |s| s.contains(") Z "))
+    })
+    .await;
     if !gone {
         let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
