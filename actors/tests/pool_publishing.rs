@@ -156,14 +156,23 @@ impl Rig {
         acks
     }
 
-    /// The payloads of the next two outputs, sorted.
-    async fn two_outputs(&mut self) -> Vec<Vec<u8>> {
+    /// Blocks 1 and 2 are published, and block 1's delivery, its
+    /// redelivery and block 2's delivery all acked.
+    async fn both_proved_and_block_1_acked_twice(&mut self) {
         let mut published = vec![
             next_within(&mut self.proofs, 10).await.payload,
             next_within(&mut self.proofs, 10).await.payload,
         ];
         published.sort();
-        published
+        assert_eq!(published, [b"1".to_vec(), b"2".to_vec()]);
+        await_stats(&self.pool, 10, "all three deliveries acked", |_| {
+            self.acks().len() == 3
+        })
+        .await;
+        assert_eq!(
+            self.sorted_acks(),
+            ["ack block-1#1", "ack block-1#2", "ack block-2#1"]
+        );
     }
 }
 
@@ -202,19 +211,11 @@ async fn the_worker_proves_on_while_a_proof_is_published_and_a_redelivery_meanwh
     );
 
     gate.add_permits(100);
-    assert_eq!(rig.two_outputs().await, [b"1".to_vec(), b"2".to_vec()]);
+    rig.both_proved_and_block_1_acked_twice().await;
     await_stats(&rig.pool, 10, "both jobs settled", |s| {
         s.proved == 2 && s.publishing == 0
     })
     .await;
-    await_stats(&rig.pool, 10, "the redelivery acked", |_| {
-        rig.acks().len() == 3
-    })
-    .await;
-    assert_eq!(
-        rig.sorted_acks(),
-        ["ack block-1#1", "ack block-1#2", "ack block-2#1"]
-    );
     assert_eq!(
         runner.calls.load(Ordering::SeqCst),
         2,
@@ -338,15 +339,7 @@ async fn a_redelivery_of_a_running_job_waits_for_it_and_is_acked_with_it() {
     assert_eq!(runner.started(), ["1", "2"], "block 1 ran twice at once");
 
     runner.gate.add_permits(2);
-    assert_eq!(rig.two_outputs().await, [b"1".to_vec(), b"2".to_vec()]);
-    await_stats(&rig.pool, 10, "all three deliveries acked", |_| {
-        rig.acks().len() == 3
-    })
-    .await;
-    assert_eq!(
-        rig.sorted_acks(),
-        ["ack block-1#1", "ack block-1#2", "ack block-2#1"]
-    );
+    rig.both_proved_and_block_1_acked_twice().await;
 }
 
 /// A redelivery that waited for a running job that then failed is left to
