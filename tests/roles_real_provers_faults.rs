@@ -9,6 +9,7 @@
 mod nats_support;
 mod support;
 
+use std::ops::Range;
 use std::time::Duration;
 
 use nats_support::checks::window;
@@ -16,6 +17,15 @@ use nats_support::layout::{mock_prover, proof_matcher, window_watcher};
 use nats_support::role::log_field;
 use nats_support::{BACKLOG, Cluster, FLOW_TIMEOUT, RoleProcess};
 use support::STOP_TIMEOUT;
+
+/// A cluster, ready (`init`), whose watcher is to announce one block after
+/// a backlog: the block's window and its job id.
+fn one_block(name: &str) -> (Cluster, Range<u64>, String) {
+    let cluster = Cluster::start(name);
+    cluster.init();
+    let first = cluster.next_block_with_backlog(BACKLOG);
+    (cluster, window(first, 1), format!("block-{first}"))
+}
 
 /// Waits until `prover` has started the prover binary for `job`.
 fn await_started(cluster: &Cluster, prover: &RoleProcess, job: &str) {
@@ -26,11 +36,7 @@ fn await_started(cluster: &Cluster, prover: &RoleProcess, job: &str) {
 
 #[test]
 fn a_publish_failing_after_the_proof_is_retried_without_proving_again() {
-    let mut cluster = Cluster::start("real-nats-outage");
-    cluster.init();
-    let first = cluster.next_block_with_backlog(BACKLOG);
-    let window = window(first, 1);
-    let job = format!("block-{first}");
+    let (mut cluster, window, job) = one_block("real-nats-outage");
     let prover = cluster.spawn(&mock_prover("prover").env([("MOCK_PROVE_TIME_MS", "3000")]));
     let _matcher = cluster.spawn(&proof_matcher());
     let _watcher = cluster.spawn(&window_watcher(&window));
@@ -55,11 +61,7 @@ fn a_publish_failing_after_the_proof_is_retried_without_proving_again() {
 
 #[test]
 fn a_job_redelivered_while_it_runs_is_not_proved_on_a_second_worker() {
-    let mut cluster = Cluster::start("real-redelivered-running");
-    cluster.init();
-    let first = cluster.next_block_with_backlog(BACKLOG);
-    let window = window(first, 1);
-    let job = format!("block-{first}");
+    let (mut cluster, window, job) = one_block("real-redelivered-running");
     // Two workers, so one is idle when the redelivery comes; a proof that
     // outlasts the outage.
     let prover = cluster.spawn(&mock_prover("prover").env([
@@ -103,11 +105,7 @@ fn a_job_redelivered_while_it_runs_is_not_proved_on_a_second_worker() {
 
 #[test]
 fn a_prover_stopped_by_sigterm_hands_its_running_job_to_another_host_at_once() {
-    let cluster = Cluster::start("real-handover");
-    cluster.init();
-    let first = cluster.next_block_with_backlog(BACKLOG);
-    let window = window(first, 1);
-    let job = format!("block-{first}");
+    let (cluster, window, job) = one_block("real-handover");
     // Ten minutes of ack wait: only a nak explains a redelivery within the
     // flow timeout.
     let host = |label: &str| {
