@@ -10,10 +10,40 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// A loopback port nothing listens on right now.
+/// A port nothing listens on right now, for a process a test starts later.
+///
+/// Taken below the kernel's ephemeral range, never from it: a port the kernel
+/// handed out for `bind(0)` goes back to that range when the probe closes, and
+/// any outgoing connection of a parallel test can take it as its local port
+/// before the test's server binds it ("Address already in use"). Below the
+/// range only listeners compete, and this process never hands a port out
+/// twice; the start depends on the pid, so the test binaries that run one
+/// after another do not reuse each other's ports either.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = ephemeral_start().unwrap_or(32_768).max(LOW + 1_000);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let free = |ip: [u8; 4]| TcpListener::bind(SocketAddr::from((ip, port))).is_ok();
+        if free([127, 0, 0, 1]) && free([0, 0, 0, 0]) {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {high}");
+}
+
+/// The first port of the kernel's ephemeral range, if the kernel says.
+fn ephemeral_start() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A test tool: `$env_var`, else `<repo>/.deps/bin/<name>`, else `name` on
