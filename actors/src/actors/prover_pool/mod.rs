@@ -1,18 +1,18 @@
 //! Owns the prover workers of one host: hands each job to an idle worker,
 //! retries failed jobs, replaces workers that die.
 
+mod intake;
 mod job;
 mod redeliveries;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use self::intake::Intake;
 use self::job::{Outcome, Publish, Ran};
 use self::redeliveries::{Arrival, JobKey, Redeliveries};
 use super::prover_worker::ProverWorker;
@@ -133,10 +133,8 @@ pub struct ProverPool {
     /// still being replaced while another host could prove it.
     free_workers: Arc<Semaphore>,
     shutdown: Shutdown,
-    /// Jobs failed in a row on this host.
-    failing_streak: u32,
-    /// The feeder takes no job before this instant.
-    intake_paused_until: Arc<Mutex<Option<Instant>>>,
+    /// Failures in a row here, and the pause they put on taking jobs.
+    intake: Intake,
     /// Jobs taken, running or publishing here, and redeliveries of them.
     redeliveries: Redeliveries,
     /// Proved jobs whose outputs are being published.
@@ -179,8 +177,7 @@ impl ProverPool {
             stats: WorkerStats::default(),
             free_workers: Arc::new(Semaphore::new(workers)),
             shutdown: Shutdown::new(),
-            failing_streak: 0,
-            intake_paused_until: Arc::new(Mutex::new(None)),
+            intake: Intake::new(),
             redeliveries: Redeliveries::new(),
             publishing: 0,
             publish_room: Arc::new(Semaphore::new(workers)),
@@ -365,7 +362,7 @@ impl ProverPool {
             Outcome::Proved { publish_retries } => {
                 self.stats.proved += 1;
                 self.stats.publish_retries += publish_retries;
-                self.job_succeeded();
+                self.intake.succeeded(&self.config);
             }
             Outcome::Retried => {
                 self.stats.retried += 1;
@@ -381,31 +378,10 @@ impl ProverPool {
         }
     }
 
-    fn job_succeeded(&mut self) {
-        self.failing_streak = 0;
-        *self.intake_paused_until.lock().expect("pause lock") = None;
-        metrics::intake(&self.config.name, false, 0);
-    }
-
     fn job_failed(&mut self, ctx: &mut Context<Self>) {
-        self.failing_streak += 1;
-        if !self.config.pause_after_failure {
-            metrics::intake(&self.config.name, false, self.failing_streak);
-            return;
+        if let Some(pause) = self.intake.failed(&self.config) {
+            ctx.run_later(pause, |pool, _ctx| pool.intake.pause_over(&pool.config));
         }
-        // Longer than the failed job's own retry delay, so a healthy idle
-        // host gets the redelivery before this one asks again.
-        let pause = self.config.retry.delay(self.failing_streak + 1);
-        tracing::warn!(failed_in_a_row = self.failing_streak, pause = ?pause, "jobs keep failing on this host; taking no new job for a while so healthy hosts get them");
-        *self.intake_paused_until.lock().expect("pause lock") = Some(Instant::now() + pause);
-        metrics::intake(&self.config.name, true, self.failing_streak);
-        // The pause ends by itself; the gauge must say so when it does.
-        ctx.run_later(pause, |pool, _ctx| {
-            let until = *pool.intake_paused_until.lock().expect("pause lock");
-            if until.is_none_or(|until| until <= Instant::now()) {
-                metrics::intake(&pool.config.name, false, pool.failing_streak);
-            }
-        });
     }
 
     /// Notices workers that died while idle (a mailbox closes on panic) and
@@ -481,53 +457,15 @@ impl Actor for ProverPool {
             self.spawn_worker(slot);
         }
         ctx.run_interval(Duration::from_secs(1), |pool, ctx| pool.check_workers(ctx));
-        let mut source = self.source.take().expect("pool started once");
-        let free_workers = self.free_workers.clone();
-        let pool = ctx.address();
-        let shutdown = self.shutdown.clone();
-        let paused_until = self.intake_paused_until.clone();
+        let source = self.source.take().expect("pool started once");
+        let feeder = self.intake.feeder(
+            source,
+            self.free_workers.clone(),
+            ctx.address(),
+            self.shutdown.clone(),
+        );
         // Owned by the pool: it ends with the pool, or at shutdown.
-        ctx.spawn(fut::wrap_future(async move {
-            let feed = async {
-                'feed: loop {
-                    let Ok(first) = free_workers.clone().acquire_owned().await else {
-                        break;
-                    };
-                    loop {
-                        let until = *paused_until.lock().expect("pause lock");
-                        match until {
-                            Some(until) if until > Instant::now() => {
-                                tokio::time::sleep_until(until).await
-                            }
-                            _ => break,
-                        }
-                    }
-                    // One pull for every worker idle now (a backlog is then
-                    // one request per batch, not per job), and never more:
-                    // a job taken here without a worker would wait
-                    // unacknowledged while another host could prove it.
-                    let mut permits = vec![first];
-                    while let Ok(permit) = free_workers.clone().try_acquire_owned() {
-                        permits.push(permit);
-                    }
-                    let deliveries = source.next_up_to(permits.len()).await;
-                    if deliveries.is_empty() {
-                        break;
-                    }
-                    // Fewer jobs than permits: the rest go back when dropped.
-                    for (delivery, permit) in deliveries.into_iter().zip(permits) {
-                        if pool.send(Dispatch { delivery, permit }).await.is_err() {
-                            break 'feed;
-                        }
-                    }
-                }
-            };
-            // A stopping process takes no new job.
-            tokio::select! {
-                _ = feed => {}
-                _ = shutdown.triggered() => {}
-            }
-        }));
+        ctx.spawn(fut::wrap_future(feeder));
         let inputs: Vec<&str> = self
             .config
             .routes
